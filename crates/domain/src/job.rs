@@ -1,0 +1,109 @@
+//! The generation job record and the project it belongs to.
+
+use chrono::{DateTime, Utc};
+
+use crate::{DebugId, JobGoal, JobId, JobStatus, ProjectId, SandboxId, SandboxState, Tier, UserId};
+
+/// A project's build number, spelled `build_v0_N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BuildVersion(pub u32);
+
+impl BuildVersion {
+    pub fn label(self) -> String {
+        format!("build_v0_{}", self.0)
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        s.strip_prefix("build_v0_")?.parse().ok().map(BuildVersion)
+    }
+}
+
+/// One generation job as Postgres records it (and Redis mirrors it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: JobId,
+    pub project_id: ProjectId,
+    pub user_id: UserId,
+    pub tier: Tier,
+    pub goal: String,
+    pub status: JobStatus,
+    pub status_message: Option<String>,
+    pub error_message: Option<String>,
+    pub debug_id: Option<DebugId>,
+    pub attempts: i32,
+    pub sandbox_id: Option<SandboxId>,
+    pub preview_url: Option<String>,
+    pub workspace_path: Option<String>,
+    pub build_version: Option<String>,
+    pub sandbox_state: SandboxState,
+    /// Bumped on every sandbox state write; the guard of its compare-and-set.
+    pub sandbox_state_version: i64,
+    pub paused_at: Option<DateTime<Utc>>,
+    pub resumed_at: Option<DateTime<Utc>>,
+    pub last_activity_at: Option<DateTime<Utc>>,
+    pub enqueued_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub duration_seconds: Option<i32>,
+}
+
+impl Job {
+    /// `sandbox_paused` is derived from the state, so the two can never disagree.
+    pub fn sandbox_paused(&self) -> bool {
+        self.sandbox_state.is_paused()
+    }
+
+    pub fn stage_label(&self) -> &'static str {
+        self.status.label()
+    }
+}
+
+/// What the API knows when a job is submitted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub id: JobId,
+    pub project_id: ProjectId,
+    pub user_id: UserId,
+    pub tier: Tier,
+    pub goal: JobGoal,
+    /// `Queued`, or `Scheduled` when the daily limit is reached.
+    pub status: JobStatus,
+    pub status_message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewProject {
+    pub id: ProjectId,
+    pub user_id: UserId,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Project {
+    pub id: ProjectId,
+    pub user_id: UserId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A project as the dashboard lists it: with its latest READY job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectSummary {
+    pub project: Project,
+    pub latest_job_id: Option<JobId>,
+    pub sandbox_paused: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_version_spelling() {
+        assert_eq!(BuildVersion(3).label(), "build_v0_3");
+        assert_eq!(BuildVersion::parse("build_v0_12"), Some(BuildVersion(12)));
+        assert_eq!(BuildVersion::parse("v12"), None);
+    }
+}

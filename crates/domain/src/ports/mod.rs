@@ -1,0 +1,21 @@
+//! The ports: how the domain reaches the outside world. Each trait says which error comes back when;
+//! adapters translate driver errors into these variants, never the reverse.
+
+pub mod generator;
+pub mod live_store;
+pub mod queue;
+pub mod repository;
+pub mod sandbox;
+pub mod usage;
+
+pub use generator::{CodeGenerator, GeneratedFile, GeneratedFiles, GeneratorError};
+pub use live_store::{EventStream, LiveJobStore, StoreError};
+pub use queue::{JobQueue, Lease, QueueError, QueuedJob};
+pub use repository::{
+    JobRepository, RepoError, SandboxStateUpdate, TransitionOutcome, TransitionUpdate,
+};
+pub use sandbox::{
+    CommandOutput, CommandSpec, OutputSink, OutputStream, PauseOutcome, ProviderSandbox,
+    ProviderState, SandboxError, SandboxRuntime, SandboxSpec,
+};
+pub use usage::{DailyUsage, UsageCounters};

@@ -1,0 +1,144 @@
+//! The durable record: Postgres is the system of record for jobs and projects.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::{
+    DebugId, Job, JobId, JobStatus, NewJob, NewProject, Project, ProjectId, ProjectSummary,
+    SandboxId, SandboxState, UserId,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RepoError {
+    /// No such row.
+    #[error("not found")]
+    NotFound,
+    /// A row with this id (or unique key) exists already.
+    #[error("already exists")]
+    AlreadyExists,
+    /// The move is not in the transition table (a programming error, caught before any write).
+    #[error("transition {from} -> {to} is not allowed")]
+    IllegalTransition { from: JobStatus, to: JobStatus },
+    /// The database could not be reached or failed; the caller may retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value no longer parses (a bug or a manual edit).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// The fields written together with a status change, in the same statement.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TransitionUpdate {
+    pub message: Option<String>,
+    pub error_message: Option<String>,
+    pub debug_id: Option<DebugId>,
+    pub sandbox_id: Option<SandboxId>,
+    pub preview_url: Option<String>,
+    pub workspace_path: Option<String>,
+    /// With a move to READY: assign the project's next `build_v0_N` in the same transaction, without a race.
+    pub assign_build_version: bool,
+    /// With a move to READY: the sandbox is now running (state `running`, version bumped).
+    pub sandbox_running: bool,
+}
+
+/// A compare-and-set either applies, or loses to whatever the row holds now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransitionOutcome {
+    /// The row moved; here it is as written.
+    Applied(Box<Job>),
+    /// The row was not at the expected status (someone else moved it first). `None` when the job is gone.
+    Conflict { current: Option<JobStatus> },
+}
+
+/// A sandbox state change, guarded by the version the caller read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxStateUpdate {
+    pub expected_version: i64,
+    pub state: SandboxState,
+    /// Written when set; paused_at/resumed_at follow from the state.
+    pub preview_url: Option<String>,
+}
+
+/// Postgres, the system of record.
+///
+/// Errors: `Unavailable` for any database failure; `NotFound` where a method addresses a single row that is
+/// not there (methods returning `Option` use `None` instead); `AlreadyExists` on duplicate inserts.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait JobRepository: Send + Sync {
+    /// Inserts the job at submit time (status queued or scheduled) with enqueued_at = now.
+    async fn insert_job(&self, job: &NewJob) -> Result<Job, RepoError>;
+
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>, RepoError>;
+
+    /// The job only if `user` owns it: another user's job and a missing job look the same.
+    async fn get_job_for_user(&self, id: JobId, user: &UserId) -> Result<Option<Job>, RepoError>;
+
+    /// `UPDATE … WHERE id = $1 AND status = $from`, with the update's fields, started_at when leaving the
+    /// queue, completed_at and duration_seconds on a terminal status. `IllegalTransition` when the table
+    /// forbids the move.
+    async fn transition(
+        &self,
+        id: JobId,
+        from: JobStatus,
+        to: JobStatus,
+        update: TransitionUpdate,
+    ) -> Result<TransitionOutcome, RepoError>;
+
+    /// Records the sandbox id (state `running`) the moment it exists, so that no crash can leak it.
+    async fn record_sandbox(&self, id: JobId, sandbox: &SandboxId) -> Result<Job, RepoError>;
+
+    /// Sets sandbox_state and sandbox_paused in one statement, guarded by `sandbox_state_version`.
+    /// `Ok(None)`: the version had moved on (a lost race) or the job is gone.
+    async fn set_sandbox_state(
+        &self,
+        id: JobId,
+        update: SandboxStateUpdate,
+    ) -> Result<Option<Job>, RepoError>;
+
+    /// Notes preview activity (for the idle re-pause).
+    async fn touch_activity(&self, id: JobId, at: DateTime<Utc>) -> Result<(), RepoError>;
+
+    /// Counts another attempt at building (when a worker leases it). Returns the new count.
+    async fn increment_attempts(&self, id: JobId) -> Result<i32, RepoError>;
+
+    /// Puts a building job whose worker vanished back to queued (CAS on `from`), clearing its sandbox.
+    async fn requeue_job(&self, id: JobId, from: JobStatus)
+        -> Result<TransitionOutcome, RepoError>;
+
+    /// A user's jobs, newest first.
+    async fn list_jobs_for_user(&self, user: &UserId, limit: i64) -> Result<Vec<Job>, RepoError>;
+
+    /// A project's jobs, newest first.
+    async fn list_jobs_for_project(&self, project: ProjectId) -> Result<Vec<Job>, RepoError>;
+
+    /// Jobs with a given status (queued ones to rebuild the queue, scheduled ones to promote, …).
+    async fn list_jobs_by_status(
+        &self,
+        status: JobStatus,
+        limit: i64,
+    ) -> Result<Vec<Job>, RepoError>;
+
+    /// Jobs whose sandbox needs attention: READY with a live sandbox that is not paused (pausing, running,
+    /// pause_failed), and failed jobs whose sandbox is still live.
+    async fn jobs_needing_attention(&self, limit: i64) -> Result<Vec<Job>, RepoError>;
+
+    /// The job that owns this sandbox, if any.
+    async fn find_job_by_sandbox(&self, sandbox: &SandboxId) -> Result<Option<Job>, RepoError>;
+
+    /// The build version the next READY job of this project will get (a prediction for the start response).
+    async fn predicted_build_version(&self, project: ProjectId) -> Result<String, RepoError>;
+
+    async fn create_project(&self, project: &NewProject) -> Result<Project, RepoError>;
+
+    /// The project only if `user` owns it.
+    async fn get_project_for_user(
+        &self,
+        id: ProjectId,
+        user: &UserId,
+    ) -> Result<Option<Project>, RepoError>;
+
+    /// A user's projects with their latest READY job and whether its sandbox is paused.
+    async fn list_projects(&self, user: &UserId) -> Result<Vec<ProjectSummary>, RepoError>;
+}

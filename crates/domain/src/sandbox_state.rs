@@ -1,0 +1,125 @@
+//! The state of a job's sandbox after the build: separate from the job status, which stays `ready`.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SandboxState {
+    /// No sandbox yet (or never).
+    None,
+    Running,
+    Pausing,
+    Paused,
+    Resuming,
+    /// Repeated pause failures; the reconciler keeps an eye on it.
+    PauseFailed,
+    /// The provider no longer has it.
+    Expired,
+    /// We killed it.
+    Killed,
+}
+
+impl SandboxState {
+    pub const ALL: [SandboxState; 8] = [
+        SandboxState::None,
+        SandboxState::Running,
+        SandboxState::Pausing,
+        SandboxState::Paused,
+        SandboxState::Resuming,
+        SandboxState::PauseFailed,
+        SandboxState::Expired,
+        SandboxState::Killed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxState::None => "none",
+            SandboxState::Running => "running",
+            SandboxState::Pausing => "pausing",
+            SandboxState::Paused => "paused",
+            SandboxState::Resuming => "resuming",
+            SandboxState::PauseFailed => "pause_failed",
+            SandboxState::Expired => "expired",
+            SandboxState::Killed => "killed",
+        }
+    }
+
+    /// The moves our own operations make. Expired and killed can follow any live state, because the
+    /// provider can lose a sandbox at any time and a kill can come at any time.
+    pub fn can_move(self, to: SandboxState) -> bool {
+        use SandboxState::*;
+        match (self, to) {
+            (Expired | Killed, _) => false,
+            (_, Expired | Killed) => true,
+            (None, Running) => true,
+            (Running, Pausing | Paused) => true,
+            (Pausing, Paused | Running | PauseFailed) => true,
+            (PauseFailed, Pausing | Paused | Running) => true,
+            (Paused, Resuming | Running) => true,
+            (Resuming, Running | Paused) => true,
+            _ => false,
+        }
+    }
+
+    /// `sandbox_paused` is true exactly when the state is paused.
+    pub fn is_paused(self) -> bool {
+        self == SandboxState::Paused
+    }
+
+    /// The provider may still be billing for it.
+    pub fn is_live(self) -> bool {
+        !matches!(
+            self,
+            SandboxState::None | SandboxState::Expired | SandboxState::Killed
+        )
+    }
+}
+
+impl TryFrom<&str> for SandboxState {
+    type Error = String;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        SandboxState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown sandbox state {s:?}"))
+    }
+}
+
+impl fmt::Display for SandboxState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SandboxState::*;
+    use super::*;
+
+    #[test]
+    fn lifecycle_moves() {
+        assert!(None.can_move(Running));
+        assert!(Running.can_move(Pausing));
+        assert!(Pausing.can_move(Paused));
+        assert!(Paused.can_move(Resuming));
+        assert!(Resuming.can_move(Running));
+        assert!(Running.can_move(Expired));
+        assert!(Paused.can_move(Killed));
+    }
+
+    #[test]
+    fn refused_moves() {
+        assert!(!None.can_move(Paused));
+        assert!(!Paused.can_move(Pausing));
+        assert!(!Expired.can_move(Running));
+        assert!(!Killed.can_move(Running));
+        assert!(!Running.can_move(Resuming));
+    }
+
+    #[test]
+    fn only_paused_is_paused() {
+        for s in SandboxState::ALL {
+            assert_eq!(s.is_paused(), s == Paused);
+            assert_eq!(SandboxState::try_from(s.as_str()), Ok(s));
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! The use cases, written against the ports: the build pipeline, pause after READY, resume, snapshot and
+//! the reconciler's steps.
