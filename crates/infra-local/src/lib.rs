@@ -1,1 +1,3 @@
-//! placeholder
+//! Local sandboxes: the embedded default runtime (a directory plus process groups per sandbox), the
+//! built-in code generators, and an E2B-compatible server over local sandboxes so that the production E2B
+//! client is exercised end to end without the internet.

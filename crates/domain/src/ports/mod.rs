@@ -3,6 +3,7 @@
 
 pub mod generator;
 pub mod live_store;
+pub mod probe;
 pub mod queue;
 pub mod repository;
 pub mod sandbox;
@@ -10,6 +11,7 @@ pub mod usage;
 
 pub use generator::{CodeGenerator, GeneratedFile, GeneratedFiles, GeneratorError};
 pub use live_store::{EventStream, LiveJobStore, StoreError};
+pub use probe::{PreviewProbe, ProbeError, ProbeResponse};
 pub use queue::{JobQueue, Lease, QueueError, QueuedJob};
 pub use repository::{
     JobRepository, RepoError, SandboxStateUpdate, TransitionOutcome, TransitionUpdate,
