@@ -1,0 +1,163 @@
+//! Inserting, reading and listing job rows.
+
+use chrono::{DateTime, Utc};
+use domain::ports::RepoError;
+use domain::{Job, JobId, JobStatus, NewJob, ProjectId, UserId};
+use sqlx::PgPool;
+
+use crate::error::map_err;
+use crate::rows::{self, job_columns, JobRow};
+
+/// Inserts only when the project exists and belongs to the job's user: a job can never be filed under
+/// another user's project (the Python service allowed that, and the job then showed on their dashboard).
+/// Either case reads as `NotFound`, as a missing project does. The foreign key still guards a project
+/// deleted between the check and the insert (also `NotFound`, via [`map_err`]).
+pub(crate) async fn insert(pool: &PgPool, job: &NewJob) -> Result<Job, RepoError> {
+    let row: Option<JobRow> = sqlx::query_as(concat!(
+        "INSERT INTO jobs (id, project_id, user_id, tier, goal, status, status_message, enqueued_at) \
+         SELECT $1, p.id, $3, $4, $5, $6, $7, now() FROM projects p \
+         WHERE p.id = $2 AND p.user_id = $3 \
+         RETURNING ",
+        job_columns!()
+    ))
+    .bind(job.id.as_uuid())
+    .bind(job.project_id.as_uuid())
+    .bind(job.user_id.as_str())
+    .bind(job.tier.as_str())
+    .bind(job.goal.as_str())
+    .bind(job.status.as_str())
+    .bind(job.status_message.as_deref())
+    .fetch_optional(pool)
+    .await
+    .map_err(map_err)?;
+    rows::job_opt(row)?.ok_or(RepoError::NotFound)
+}
+
+pub(crate) async fn get(pool: &PgPool, id: JobId) -> Result<Option<Job>, RepoError> {
+    let row: Option<JobRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE id = $1"
+    ))
+    .bind(id.as_uuid())
+    .fetch_optional(pool)
+    .await
+    .map_err(map_err)?;
+    rows::job_opt(row)
+}
+
+pub(crate) async fn get_for_user(
+    pool: &PgPool,
+    id: JobId,
+    user: &UserId,
+) -> Result<Option<Job>, RepoError> {
+    let row: Option<JobRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE id = $1 AND user_id = $2"
+    ))
+    .bind(id.as_uuid())
+    .bind(user.as_str())
+    .fetch_optional(pool)
+    .await
+    .map_err(map_err)?;
+    rows::job_opt(row)
+}
+
+/// The current status alone (to report what a lost compare-and-set lost to).
+pub(crate) async fn current_status<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    id: JobId,
+) -> Result<Option<JobStatus>, RepoError> {
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+        .bind(id.as_uuid())
+        .fetch_optional(executor)
+        .await
+        .map_err(map_err)?;
+    status.as_deref().map(rows::parse_status).transpose()
+}
+
+pub(crate) async fn increment_attempts(pool: &PgPool, id: JobId) -> Result<i32, RepoError> {
+    let attempts: Option<i32> = sqlx::query_scalar(
+        "UPDATE jobs SET attempts = attempts + 1, updated_at = now() WHERE id = $1 RETURNING attempts",
+    )
+    .bind(id.as_uuid())
+    .fetch_optional(pool)
+    .await
+    .map_err(map_err)?;
+    attempts.ok_or(RepoError::NotFound)
+}
+
+/// Moves `last_activity_at` forward only: a late, older touch never hides a newer one. `updated_at` is left
+/// alone, because activity is not a change to the record.
+pub(crate) async fn touch_activity(
+    pool: &PgPool,
+    id: JobId,
+    at: DateTime<Utc>,
+) -> Result<(), RepoError> {
+    let done = sqlx::query(
+        "UPDATE jobs SET last_activity_at = GREATEST(COALESCE(last_activity_at, $2), $2) WHERE id = $1",
+    )
+    .bind(id.as_uuid())
+    .bind(at)
+    .execute(pool)
+    .await
+    .map_err(map_err)?;
+    if done.rows_affected() == 0 {
+        return Err(RepoError::NotFound);
+    }
+    Ok(())
+}
+
+pub(crate) async fn list_for_user(
+    pool: &PgPool,
+    user: &UserId,
+    limit: i64,
+) -> Result<Vec<Job>, RepoError> {
+    let found: Vec<JobRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+    ))
+    .bind(user.as_str())
+    .bind(limit.max(0))
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    rows::jobs(found)
+}
+
+pub(crate) async fn list_for_project(
+    pool: &PgPool,
+    project: ProjectId,
+) -> Result<Vec<Job>, RepoError> {
+    let found: Vec<JobRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE project_id = $1 ORDER BY created_at DESC, id DESC"
+    ))
+    .bind(project.as_uuid())
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    rows::jobs(found)
+}
+
+/// Oldest first: the queue is rebuilt and scheduled jobs are promoted in submission order.
+pub(crate) async fn list_by_status(
+    pool: &PgPool,
+    status: JobStatus,
+    limit: i64,
+) -> Result<Vec<Job>, RepoError> {
+    let found: Vec<JobRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE status = $1 ORDER BY created_at, id LIMIT $2"
+    ))
+    .bind(status.as_str())
+    .bind(limit.max(0))
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    rows::jobs(found)
+}

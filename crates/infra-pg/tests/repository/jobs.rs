@@ -1,0 +1,193 @@
+//! Inserting, reading, counting and listing jobs.
+
+use chrono::{DateTime, Duration, Utc};
+use domain::ports::{JobRepository, RepoError};
+use domain::{JobId, JobStatus, ProjectId, SandboxState, Tier};
+use sqlx::PgPool;
+
+use crate::helpers::{job_at, new_job, project, repo, user};
+
+#[sqlx::test(migrator = "infra_pg::MIGRATOR")]
+async fn insert_then_get_round_trips(pool: PgPool) {
+    let repo = repo(pool);
+    let alice = user("alice");
+    let p = project(&repo, &alice).await;
+    let new = new_job(p.id, &alice, JobStatus::Queued);
+
+    let inserted = repo.insert_job(&new).await.unwrap();
+    assert_eq!(inserted.id, new.id);
+    assert_eq!(inserted.project_id, p.id);
+    assert_eq!(inserted.user_id, alice);
+    assert_eq!(inserted.tier, Tier::Partner);
+    assert_eq!(inserted.goal, "a todo app");
+    assert_eq!(inserted.status, JobStatus::Queued);
+    assert_eq!(inserted.status_message.as_deref(), Some("Queued..."));
+    assert_eq!(inserted.attempts, 0);
+    assert_eq!(inserted.sandbox_state, SandboxState::None);
+    assert_eq!(inserted.sandbox_state_version, 0);
+    assert!(!inserted.sandbox_paused());
+    assert!(inserted.enqueued_at.is_some());
+    assert!(inserted.started_at.is_none() && inserted.completed_at.is_none());
+
+    assert_eq!(repo.get_job(new.id).await.unwrap(), Some(inserted));
+    assert_eq!(repo.get_job(JobId::new()).await.unwrap(), None);
+}
+
+#[sqlx::test(migrator = "infra_pg::MIGRATOR")]
+async fn scheduled_jobs_are_inserted_as_scheduled(pool: PgPool) {
+    let repo = repo(pool);
+    let alice = user("alice");
+    let p = project(&repo, &alice).await;
+    let job = repo
+        .insert_job(&new_job(p.id, &alice, JobStatus::Scheduled))
+        .await
+        .unwrap();
+    assert_eq!(job.status, JobStatus::Scheduled);
+}
+
+#[sqlx::test(migrator = "infra_pg::MIGRATOR")]
+async fn get_job_for_user_hides_other_users_jobs(pool: PgPool) {
+    let repo = repo(pool);
+    let alice = user("alice");
+    let p = project(&repo, &alice).await;
+    let job = repo
+        .insert_job(&new_job(p.id, &alice, JobStatus::Queued))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        repo.get_job_for_user(job.id, &alice).await.unwrap(),
+        Some(job.clone())
+    );
+    assert_eq!(
+        repo.get_job_for_user(job.id, &user("mallory"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        repo.get_job_for_user(JobId::new(), &alice).await.unwrap(),
+        None
+    );
+}
+
+#[sqlx::test(migrator = "infra_pg::MIGRATOR")]
+async fn duplicate_insert_is_already_exists(pool: PgPool) {
+    let repo = repo(pool);
+    let alice = user("alice");
+    let p = project(&repo, &alice).await;
+    let new = new_job(p.id, &alice, JobStatus::Queued);
+    repo.insert_job(&new).await.unwrap();
+    assert_eq!(repo.insert_job(&new).await, Err(RepoError::AlreadyExists));
+}
+
+#[sqlx::test(migrator = "infra_pg::MIGRATOR")]
+async fn insert_for_a_missing_or_foreign_project_is_not_found(pool: PgPool) {
+    let repo = repo(pool.clone());
+    let alice = user("alice");
+    let missing = new_job(ProjectId::new(), &alice, JobStatus::Queued);
+    assert_eq!(repo.insert_job(&missing).await, Err(RepoError::NotFound));
+
+    let bobs = project(&repo, &user("bob")).await;
+    let foreign = new_job(bobs.id, &alice, JobStatus::Queued);
+    assert_eq!(repo.insert_job(&foreign).await, Err(RepoError::NotFound));
+
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+}
+
+#[sqlx::test(migrator = "infra_pg::MIGRATOR")]
+async fn increment_attempts_counts_and_missing_is_not_found(pool: PgPool) {
+    let repo = repo(pool);
+    let alice = user("alice");
+    let p = project(&repo, &alice).await;
+    let job = job_at(&repo, p.id, &alice, JobStatus::Queued).await;
+
+    assert_eq!(repo.increment_attempts(job.id).await.unwrap(), 1);
+    assert_eq!(repo.increment_attempts(job.id).await.unwrap(), 2);
+    assert_eq!(repo.get_job(job.id).await.unwrap().unwrap().attempts, 2);
+    assert_eq!(
+        repo.increment_attempts(JobId::new()).await,
+        Err(RepoError::NotFound)
+    );
+}
+
+#[sqlx::test(migrator = "infra_pg::MIGRATOR")]
+async fn touch_activity_only_moves_forward(pool: PgPool) {
+    let repo = repo(pool);
+    let alice = user("alice");
+    let p = project(&repo, &alice).await;
+    let job = job_at(&repo, p.id, &alice, JobStatus::Queued).await;
+    // Postgres keeps microseconds; whole seconds compare exactly after the round trip.
+    let now = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
+    let later = now + Duration::seconds(30);
+
+    repo.touch_activity(job.id, later).await.unwrap();
+    repo.touch_activity(job.id, now).await.unwrap();
+    let stored = repo.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(stored.last_activity_at, Some(later));
+
+    assert_eq!(
+        repo.touch_activity(JobId::new(), now).await,
+        Err(RepoError::NotFound)
+    );
+}
+
+#[sqlx::test(migrator = "infra_pg::MIGRATOR")]
+async fn listings_filter_and_order(pool: PgPool) {
+    let repo = repo(pool);
+    let alice = user("alice");
+    let bob = user("bob");
+    let p1 = project(&repo, &alice).await;
+    let p2 = project(&repo, &alice).await;
+    let bobs = project(&repo, &bob).await;
+
+    // Inserted one after another, so created_at increases (each insert is its own transaction).
+    let a1 = job_at(&repo, p1.id, &alice, JobStatus::Queued).await;
+    let a2 = job_at(&repo, p2.id, &alice, JobStatus::Starting).await;
+    let a3 = job_at(&repo, p1.id, &alice, JobStatus::Queued).await;
+    let b1 = job_at(&repo, bobs.id, &bob, JobStatus::Queued).await;
+
+    let ids = |jobs: Vec<domain::Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+
+    assert_eq!(
+        ids(repo.list_jobs_for_user(&alice, 10).await.unwrap()),
+        vec![a3.id, a2.id, a1.id]
+    );
+    assert_eq!(
+        ids(repo.list_jobs_for_user(&alice, 2).await.unwrap()),
+        vec![a3.id, a2.id]
+    );
+    assert!(repo
+        .list_jobs_for_user(&alice, -1)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        ids(repo.list_jobs_for_project(p1.id).await.unwrap()),
+        vec![a3.id, a1.id]
+    );
+    // Oldest first, across users.
+    assert_eq!(
+        ids(repo
+            .list_jobs_by_status(JobStatus::Queued, 10)
+            .await
+            .unwrap()),
+        vec![a1.id, a3.id, b1.id]
+    );
+    assert_eq!(
+        ids(repo
+            .list_jobs_by_status(JobStatus::Starting, 10)
+            .await
+            .unwrap()),
+        vec![a2.id]
+    );
+    assert!(repo
+        .list_jobs_by_status(JobStatus::Ready, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
