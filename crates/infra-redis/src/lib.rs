@@ -1,1 +1,22 @@
-//! placeholder
+//! Redis, the live side of Slipway: the job hash the status route reads, the per-job event channel SSE
+//! streams follow, the priority queue with leases and concurrency slots, and the daily usage counters.
+//! Everything here can be rebuilt from Postgres.
+//!
+//! Every multi-step change is one Lua script, so it is atomic and two processes cannot interleave inside it.
+//! Keys are built once, in [`Keys`], under a configurable prefix, with hash tags so that every multi-key
+//! script touches a single Redis Cluster slot.
+
+mod config;
+mod error;
+mod keys;
+mod live;
+mod queue;
+mod script;
+mod usage;
+
+pub use config::{connect, ConnectError, RedisConfig};
+pub use fred::prelude::Client;
+pub use keys::Keys;
+pub use live::{event_from_json, event_to_json, RedisLiveStore};
+pub use queue::RedisQueue;
+pub use usage::RedisUsage;

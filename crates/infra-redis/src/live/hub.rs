@@ -1,0 +1,233 @@
+//! One subscriber connection per process, fanned out to any number of event streams.
+//!
+//! Each channel has an entry with a broadcast sender and a count of live streams. A stream's guard lowers the
+//! count when the stream is dropped; at zero a janitor task unsubscribes. SUBSCRIBE and UNSUBSCRIBE of one
+//! channel are serialised by the entry's gate, so an unsubscribe of the last stream can never overtake the
+//! subscribe of a new one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use domain::ports::{EventStream, StoreError};
+use domain::JobEvent;
+use fred::clients::SubscriberClient;
+use fred::prelude::{Builder, Client, ClientLike, EventInterface, PubsubInterface};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamExt;
+
+use super::event::event_from_json;
+use crate::error::store_err;
+
+/// Events buffered per channel before a slow stream is cut off (a job publishes about ten in its life).
+const CHANNEL_CAPACITY: usize = 256;
+/// Messages buffered between the connection and the dispatcher, across all channels.
+const CONNECTION_CAPACITY: usize = 8192;
+
+struct Channel {
+    tx: broadcast::Sender<JobEvent>,
+    /// Held across SUBSCRIBE/UNSUBSCRIBE; `true` while Redis has confirmed a subscription to the channel.
+    gate: tokio::sync::Mutex<bool>,
+}
+
+struct Entry {
+    channel: Arc<Channel>,
+    streams: usize,
+}
+
+type Channels = Arc<Mutex<HashMap<String, Entry>>>;
+
+fn lock(channels: &Channels) -> MutexGuard<'_, HashMap<String, Entry>> {
+    // A panic while holding this lock leaves the map consistent (every critical section is a single
+    // insert, remove or counter change), so a poisoned lock is safe to keep using.
+    channels.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) struct Hub {
+    subscriber: SubscriberClient,
+    channels: Channels,
+    release_tx: mpsc::UnboundedSender<String>,
+    tasks: Vec<JoinHandle<()>>,
+    resubscriber: JoinHandle<()>,
+}
+
+impl Hub {
+    /// Opens the subscriber connection with the client's settings and starts the dispatcher and janitor.
+    pub(crate) async fn start(client: &Client) -> Result<Arc<Self>, StoreError> {
+        let mut builder = Builder::from_config(client.client_config());
+        builder.set_connection_config(client.connection_config().clone());
+        let mut perf = client.perf_config();
+        perf.broadcast_channel_capacity = CONNECTION_CAPACITY;
+        builder.set_performance_config(perf);
+        if let Some(policy) = client.client_reconnect_policy() {
+            builder.set_policy(policy);
+        }
+        let subscriber = builder.build_subscriber_client().map_err(store_err)?;
+        subscriber.init().await.map_err(store_err)?;
+        let channels: Channels = Arc::default();
+        let (release_tx, release_rx) = mpsc::unbounded_channel();
+        // Re-subscribes every tracked channel after a reconnect.
+        let resubscriber = subscriber.manage_subscriptions();
+        let tasks = vec![
+            tokio::spawn(dispatch(subscriber.clone(), channels.clone())),
+            tokio::spawn(janitor(subscriber.clone(), channels.clone(), release_rx)),
+        ];
+        Ok(Arc::new(Self {
+            subscriber,
+            channels,
+            release_tx,
+            tasks,
+            resubscriber,
+        }))
+    }
+
+    /// A stream of the channel's events, returned once Redis has confirmed the subscription.
+    pub(crate) async fn subscribe(&self, name: String) -> Result<EventStream, StoreError> {
+        let (channel, rx) = {
+            let mut map = lock(&self.channels);
+            let entry = map.entry(name.clone()).or_insert_with(|| Entry {
+                channel: Arc::new(Channel {
+                    tx: broadcast::channel(CHANNEL_CAPACITY).0,
+                    gate: tokio::sync::Mutex::new(false),
+                }),
+                streams: 0,
+            });
+            entry.streams += 1;
+            (entry.channel.clone(), entry.channel.tx.subscribe())
+        };
+        // Made before any await: if subscribing fails or this future is dropped, the count goes back down.
+        let guard = StreamGuard {
+            name: name.clone(),
+            channels: self.channels.clone(),
+            release_tx: self.release_tx.clone(),
+        };
+        {
+            let mut subscribed = channel.gate.lock().await;
+            if !*subscribed {
+                self.subscriber
+                    .subscribe(name.as_str())
+                    .await
+                    .map_err(store_err)?;
+                *subscribed = true;
+            }
+        }
+        let stream = BroadcastStream::new(rx).map_while(move |item| {
+            let _keep_subscribed = &guard;
+            match item {
+                Ok(event) => Some(event),
+                Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                    // Ending the stream beats a silent gap: the reader reconnects and reads the state.
+                    tracing::warn!(channel = %guard.name, missed, "event stream fell behind; closing it");
+                    None
+                }
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.resubscriber.abort();
+        // Dropping the senders ends every open stream: the store has gone away.
+        lock(&self.channels).clear();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let subscriber = self.subscriber.clone();
+            rt.spawn(async move {
+                let _ = subscriber.quit().await;
+            });
+        }
+    }
+}
+
+/// Lowers the channel's stream count when its stream is dropped; at zero the janitor unsubscribes.
+struct StreamGuard {
+    name: String,
+    channels: Channels,
+    release_tx: mpsc::UnboundedSender<String>,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let last = match lock(&self.channels).get_mut(&self.name) {
+            Some(entry) => {
+                entry.streams = entry.streams.saturating_sub(1);
+                entry.streams == 0
+            }
+            None => false,
+        };
+        if last {
+            // A send fails only when the hub is gone, and then there is nothing left to unsubscribe.
+            let _ = self.release_tx.send(self.name.clone());
+        }
+    }
+}
+
+/// Routes each message to its channel's streams, parsing it once.
+async fn dispatch(subscriber: SubscriberClient, channels: Channels) {
+    let mut rx = subscriber.message_rx();
+    loop {
+        let message = match rx.recv().await {
+            Ok(message) => message,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "pub/sub dispatcher fell behind; events were lost");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let name: &str = &message.channel;
+        let Some(channel) = lock(&channels).get(name).map(|e| e.channel.clone()) else {
+            continue;
+        };
+        let parsed = message
+            .value
+            .as_str()
+            .ok_or_else(|| StoreError::Corrupt("event is not a string".into()))
+            .and_then(|json| event_from_json(&json));
+        match parsed {
+            // No receivers is fine: the last stream went away after the lookup.
+            Ok(event) => {
+                let _ = channel.tx.send(event);
+            }
+            Err(error) => tracing::warn!(channel = name, %error, "dropping unreadable event"),
+        }
+    }
+}
+
+/// Unsubscribes channels whose last stream went away, unless a new stream arrived meanwhile.
+async fn janitor(
+    subscriber: SubscriberClient,
+    channels: Channels,
+    mut release_rx: mpsc::UnboundedReceiver<String>,
+) {
+    while let Some(name) = release_rx.recv().await {
+        let Some(channel) = lock(&channels).get(&name).map(|e| e.channel.clone()) else {
+            continue;
+        };
+        let mut subscribed = channel.gate.lock().await;
+        let idle = |map: &HashMap<String, Entry>| {
+            map.get(&name)
+                .is_some_and(|e| e.streams == 0 && Arc::ptr_eq(&e.channel, &channel))
+        };
+        if !idle(&lock(&channels)) {
+            continue;
+        }
+        if *subscribed {
+            if let Err(error) = subscriber.unsubscribe(name.as_str()).await {
+                // The entry stays: a later stream re-subscribes, and a later release retries.
+                tracing::warn!(channel = %name, %error, "unsubscribe failed");
+                continue;
+            }
+            *subscribed = false;
+        }
+        let mut map = lock(&channels);
+        if idle(&map) {
+            map.remove(&name);
+        }
+    }
+}

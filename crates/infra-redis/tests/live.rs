@@ -1,0 +1,298 @@
+//! The live job store and the usage counters against a real Redis.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use common::{eventually, TestRedis};
+use domain::ports::{LiveJobStore, StoreError, UsageCounters};
+use domain::{
+    DebugId, Job, JobEvent, JobId, JobStatus, ProjectId, SandboxId, SandboxState, Tier, UserId,
+};
+use fred::prelude::{HashesInterface, KeysInterface, PubsubInterface};
+use futures::StreamExt;
+use infra_redis::{event_to_json, Keys, RedisLiveStore, RedisUsage};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn job() -> Job {
+    let t = Utc.timestamp_opt(1_764_000_000, 123_456_000).unwrap();
+    Job {
+        id: JobId::new(),
+        project_id: ProjectId::new(),
+        user_id: UserId::try_from("user_live").unwrap(),
+        tier: Tier::CtoScale,
+        goal: "a habit tracker".into(),
+        status: JobStatus::Queued,
+        status_message: Some("Queued...".into()),
+        error_message: None,
+        debug_id: None,
+        attempts: 0,
+        sandbox_id: None,
+        preview_url: None,
+        workspace_path: None,
+        build_version: Some("build_v0_1".into()),
+        sandbox_state: SandboxState::None,
+        sandbox_state_version: 0,
+        paused_at: None,
+        resumed_at: None,
+        last_activity_at: None,
+        enqueued_at: Some(t),
+        started_at: None,
+        completed_at: None,
+        created_at: t,
+        updated_at: t,
+        duration_seconds: None,
+    }
+}
+
+/// The job one step later: a newer `updated_at` and the given status.
+fn advanced(j: &Job, status: JobStatus) -> Job {
+    Job {
+        status,
+        status_message: Some(status.label().into()),
+        updated_at: j.updated_at + chrono::Duration::milliseconds(1),
+        ..j.clone()
+    }
+}
+
+fn event(j: &Job) -> JobEvent {
+    JobEvent {
+        job_id: j.id,
+        status: j.status,
+        message: j.status.label().into(),
+        preview_url: j.preview_url.clone(),
+        timestamp: j.updated_at,
+    }
+}
+
+#[tokio::test]
+async fn save_then_get_round_trips_the_whole_job() {
+    let r = TestRedis::new().await;
+    let store = RedisLiveStore::new(r.client.clone(), &r.prefix);
+    let mut j = job();
+    j.status = JobStatus::Ready;
+    j.sandbox_id = Some(SandboxId::try_from("sbx_1").unwrap());
+    j.preview_url = Some("https://3000-sbx_1.e2b.app".into());
+    j.debug_id = Some(DebugId::new());
+    j.sandbox_state = SandboxState::Paused;
+    j.sandbox_state_version = 2;
+    j.paused_at = Some(Utc::now());
+    j.duration_seconds = Some(61);
+    store.save(&j).await.unwrap();
+    assert_eq!(store.get(j.id).await.unwrap(), Some(j.clone()));
+
+    // The hash carries the front end's fields under their names, None values absent.
+    let keys = Keys::new(&r.prefix);
+    let h: std::collections::HashMap<String, String> =
+        r.client.hgetall(keys.job(j.id)).await.unwrap();
+    assert_eq!(h["status"], "ready");
+    assert_eq!(h["stage_label"], "Build complete!");
+    assert_eq!(h["sandbox_paused"], "true");
+    assert_eq!(h["sandbox_state"], "paused");
+    assert_eq!(h["tier"], "cto_scale");
+    assert!(!h.contains_key("error_message"));
+
+    // A later save that clears a value removes its field.
+    let mut cleared = advanced(&j, JobStatus::Ready);
+    cleared.preview_url = None;
+    store.save(&cleared).await.unwrap();
+    assert_eq!(store.get(j.id).await.unwrap(), Some(cleared));
+
+    store.delete(j.id).await.unwrap();
+    assert_eq!(store.get(j.id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn an_older_save_never_overwrites_a_newer_one() {
+    let r = TestRedis::new().await;
+    let store = RedisLiveStore::new(r.client.clone(), &r.prefix);
+    let old = job();
+    let new = advanced(&old, JobStatus::Starting);
+    store.save(&new).await.unwrap();
+    store.save(&old).await.unwrap();
+    assert_eq!(store.get(old.id).await.unwrap(), Some(new.clone()));
+
+    // A higher sandbox_state_version wins even with an earlier updated_at, and loses to nothing older.
+    let mut paused = new.clone();
+    paused.sandbox_state_version = 1;
+    paused.sandbox_state = SandboxState::Running;
+    paused.updated_at = old.updated_at;
+    store.save(&paused).await.unwrap();
+    store.save(&new).await.unwrap();
+    assert_eq!(store.get(old.id).await.unwrap(), Some(paused));
+}
+
+#[tokio::test]
+async fn a_stale_save_and_publish_publishes_nothing() {
+    let r = TestRedis::new().await;
+    let store = RedisLiveStore::new(r.client.clone(), &r.prefix);
+    let old = job();
+    let new = advanced(&old, JobStatus::Starting);
+    let mut events = store.subscribe(old.id).await.unwrap();
+    store.save_and_publish(&new, &event(&new)).await.unwrap();
+    store.save_and_publish(&old, &event(&old)).await.unwrap();
+    let newer = advanced(&new, JobStatus::Scaffold);
+    store
+        .save_and_publish(&newer, &event(&newer))
+        .await
+        .unwrap();
+    let got: Vec<_> = events.by_ref().take(2).collect().await;
+    assert_eq!(got, vec![event(&new), event(&newer)]);
+}
+
+#[tokio::test]
+async fn a_missing_hash_reads_as_none() {
+    let r = TestRedis::new().await;
+    let store = RedisLiveStore::new(r.client.clone(), &r.prefix);
+    assert_eq!(store.get(JobId::new()).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_corrupt_hash_reads_as_corrupt() {
+    let r = TestRedis::new().await;
+    let store = RedisLiveStore::new(r.client.clone(), &r.prefix);
+    let j = job();
+    store.save(&j).await.unwrap();
+    let key = Keys::new(&r.prefix).job(j.id);
+    let _: () = r.client.hset(&key, ("status", "exploded")).await.unwrap();
+    assert!(matches!(store.get(j.id).await, Err(StoreError::Corrupt(_))));
+
+    let other = JobId::new();
+    let key = Keys::new(&r.prefix).job(other);
+    let _: () = r.client.hset(&key, ("status", "queued")).await.unwrap();
+    assert!(matches!(
+        store.get(other).await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+#[tokio::test]
+async fn save_and_publish_reaches_a_subscriber_in_order() {
+    let r = TestRedis::new().await;
+    let store = RedisLiveStore::new(r.client.clone(), &r.prefix);
+    let mut j = job();
+    // Both streams are live when subscribe returns: nothing published afterwards is missed.
+    let first = store.subscribe(j.id).await.unwrap();
+    let second = store.subscribe(j.id).await.unwrap();
+    let mut sent = Vec::new();
+    for i in 0..50 {
+        j = advanced(&j, JobStatus::ALL[i % 6]);
+        if i == 49 {
+            j.preview_url = Some("https://preview.example".into());
+        }
+        let e = JobEvent {
+            message: format!("step {i}"),
+            ..event(&j)
+        };
+        store.save_and_publish(&j, &e).await.unwrap();
+        sent.push(e);
+    }
+    let got_first: Vec<_> = first.take(50).collect().await;
+    let got_second: Vec<_> = second.take(50).collect().await;
+    assert_eq!(got_first, sent);
+    assert_eq!(got_second, sent);
+    assert_eq!(store.get(j.id).await.unwrap(), Some(j));
+}
+
+#[tokio::test]
+async fn the_wire_payload_is_the_event_json() {
+    let r = TestRedis::new().await;
+    let store = RedisLiveStore::new(r.client.clone(), &r.prefix);
+    let j = job();
+    let e = event(&j);
+    let mut events = store.subscribe(j.id).await.unwrap();
+    let channel = Keys::new(&r.prefix).job_events(j.id);
+    // Anyone publishing the shared JSON (or reading it) speaks the same format as the store.
+    let _: () = r.client.publish(&channel, event_to_json(&e)).await.unwrap();
+    assert_eq!(events.next().await, Some(e));
+}
+
+#[tokio::test]
+async fn dropping_the_last_stream_unsubscribes() {
+    let r = TestRedis::new().await;
+    let store = RedisLiveStore::new(r.client.clone(), &r.prefix);
+    let j = job();
+    let channel = Keys::new(&r.prefix).job_events(j.id);
+    let subscribers = |c: fred::prelude::Client, ch: String| async move {
+        let counts: Vec<(String, i64)> = c.pubsub_numsub(ch).await.unwrap();
+        counts[0].1
+    };
+    let a = store.subscribe(j.id).await.unwrap();
+    let b = store.subscribe(j.id).await.unwrap();
+    // One shared connection carries both streams.
+    assert_eq!(subscribers(r.client.clone(), channel.clone()).await, 1);
+    drop(a);
+    // Still subscribed for `b`: publish reaches it.
+    store.save_and_publish(&j, &event(&j)).await.unwrap();
+    let mut b = b;
+    assert_eq!(b.next().await, Some(event(&j)));
+    drop(b);
+    eventually(WAIT, "the unsubscribe", || {
+        let (c, ch) = (r.client.clone(), channel.clone());
+        async move { (subscribers(c, ch).await == 0).then_some(()) }
+    })
+    .await;
+    // And a new stream after that subscribes again.
+    let mut c = store.subscribe(j.id).await.unwrap();
+    let later = advanced(&j, JobStatus::Starting);
+    store
+        .save_and_publish(&later, &event(&later))
+        .await
+        .unwrap();
+    assert_eq!(c.next().await, Some(event(&later)));
+}
+
+#[tokio::test]
+async fn a_thousand_subscriptions_share_one_connection() {
+    let r = TestRedis::new().await;
+    let store = RedisLiveStore::new(r.client.clone(), &r.prefix);
+    let jobs: Vec<Job> = (0..500).map(|_| job()).collect();
+    let subscribed = futures::future::try_join_all(
+        jobs.iter()
+            .flat_map(|j| [j.id, j.id])
+            .map(|id| store.subscribe(id)),
+    )
+    .await
+    .unwrap();
+    for j in &jobs {
+        store.save_and_publish(j, &event(j)).await.unwrap();
+    }
+    let firsts = futures::future::join_all(
+        subscribed
+            .into_iter()
+            .map(|mut s| async move { tokio::time::timeout(WAIT, s.next()).await }),
+    )
+    .await;
+    for (i, got) in firsts.into_iter().enumerate() {
+        assert_eq!(got.unwrap(), Some(event(&jobs[i / 2])));
+    }
+}
+
+#[tokio::test]
+async fn usage_counts_per_user_per_day() {
+    let r = TestRedis::new().await;
+    let usage = RedisUsage::new(r.client.clone(), &r.prefix);
+    let user = UserId::try_from("user_usage").unwrap();
+    let other = UserId::try_from("user_other").unwrap();
+    let before = usage.usage(&user, 5).await.unwrap();
+    assert_eq!((before.used, before.remaining()), (0, 5));
+    assert_eq!(usage.record_job(&user, 5).await.unwrap().used, 1);
+    let second = usage.record_job(&user, 5).await.unwrap();
+    assert_eq!((second.used, second.limit, second.remaining()), (2, 5, 3));
+    assert_eq!(usage.usage(&user, 5).await.unwrap().used, 2);
+    assert_eq!(usage.usage(&other, 5).await.unwrap().used, 0);
+
+    // The reset is the next 00:00 UTC: a midnight, within a day from now.
+    let now = Utc::now();
+    let resets = second.resets_at;
+    assert_eq!(resets.time(), chrono::NaiveTime::MIN);
+    assert!(
+        resets > now && resets <= now + chrono::Duration::days(1),
+        "{resets}"
+    );
+    let key = Keys::new(&r.prefix).usage_jobs(&user, resets.date_naive() - chrono::Days::new(1));
+    let ttl: i64 = r.client.ttl(&key).await.unwrap();
+    assert!(ttl > 0 && ttl <= 86_400, "ttl {ttl}");
+}
