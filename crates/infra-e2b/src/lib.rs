@@ -1,1 +1,22 @@
-//! placeholder
+//! The E2B client: the platform API (create, get, list, connect, pause, timeout, kill) and envd (processes over
+//! the Connect protocol, files over `/files`) as a [`domain::ports::SandboxRuntime`], plus an HTTP
+//! [`domain::ports::PreviewProbe`].
+//!
+//! Built from the spec copies in `shared/specs/e2b/` (`openapi.yml`, `envd.yaml`, `process.proto`). Every
+//! failure is translated into [`domain::ports::SandboxError`] by status code or Connect error code in
+//! [`error`], never by message text.
+
+mod config;
+pub mod connect;
+mod control;
+mod envd;
+pub mod error;
+mod output;
+mod probe;
+mod process;
+mod retry;
+mod runtime;
+
+pub use config::{ApiKey, E2bConfig, DEFAULT_API_URL, DEFAULT_DOMAIN, ENVD_PORT, WORKSPACE_PATH};
+pub use probe::HttpPreviewProbe;
+pub use runtime::E2bRuntime;

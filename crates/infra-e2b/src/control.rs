@@ -1,0 +1,286 @@
+//! The platform API (`openapi.yml`): sandboxes create, get, list (v2), connect, pause, timeout, kill, all
+//! authenticated with `X-API-Key`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use domain::ports::{SandboxError, SandboxSpec};
+use reqwest::{Client, RequestBuilder, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::config::E2bConfig;
+use crate::error::{from_reqwest, from_response};
+use crate::retry::RetryPolicy;
+
+/// The metadata key and value every Slipway sandbox carries, so that `list` finds ours only.
+pub(crate) const SLIPWAY_KEY: &str = "slipway";
+pub(crate) const SLIPWAY_VALUE: &str = "1";
+
+/// How long one control-plane request may take (creating a sandbox can take a while).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most pages `list` follows, a guard against a server that never stops paginating.
+const MAX_PAGES: usize = 1000;
+
+/// `NewSandbox` in the spec.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NewSandbox<'a> {
+    #[serde(rename = "templateID")]
+    template_id: &'a str,
+    timeout: u32,
+    auto_pause: bool,
+    metadata: BTreeMap<&'static str, String>,
+}
+
+/// `ConnectSandbox` and `SandboxTimeoutRequest` in the spec.
+#[derive(Debug, Serialize)]
+struct TimeoutBody {
+    timeout: u32,
+}
+
+/// `Sandbox` in the spec (create and connect answers): the fields we use.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SandboxInfo {
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    #[serde(default)]
+    pub envd_access_token: Option<String>,
+}
+
+/// `SandboxDetail` in the spec: the fields we use.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SandboxDetail {
+    pub state: WireState,
+    #[serde(default)]
+    pub envd_access_token: Option<String>,
+}
+
+/// `ListedSandbox` in the spec: the fields we use.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListedSandbox {
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    pub state: WireState,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// `SandboxState` in the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum WireState {
+    Running,
+    Paused,
+}
+
+/// What the pause endpoint answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PauseAnswer {
+    Paused,
+    /// 409: the sandbox is already paused (the SDKs read it so).
+    AlreadyPaused,
+}
+
+/// A timeout in whole seconds, rounded up so that a sub-second timeout does not mean "now".
+pub(crate) fn timeout_secs(timeout: Duration) -> u32 {
+    let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+    u32::try_from(secs).unwrap_or(u32::MAX).min(i32::MAX as u32)
+}
+
+/// The platform API client.
+#[derive(Debug, Clone)]
+pub(crate) struct ControlPlane {
+    client: Client,
+    config: E2bConfig,
+    retry: RetryPolicy,
+}
+
+/// Whether a request may be repeated after an answer that does not prove it was not processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    Idempotent,
+    /// Only retried when the request surely was not processed: a connect error or 429.
+    OnlyUnprocessed,
+}
+
+impl ControlPlane {
+    pub fn new(client: Client, config: E2bConfig, retry: RetryPolicy) -> Self {
+        Self {
+            client,
+            config,
+            retry,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.config.api_base())
+    }
+
+    /// Sends with retries; answers outside 2xx and `accept` become errors.
+    async fn call(
+        &self,
+        op: &'static str,
+        repeat: Repeat,
+        accept: &[u16],
+        build: impl Fn(&Client) -> RequestBuilder,
+    ) -> Result<Response, SandboxError> {
+        self.retry
+            .run(op, || async {
+                let resp = build(&self.client)
+                    .header("X-API-Key", self.config.api_key.expose())
+                    .timeout(REQUEST_TIMEOUT)
+                    .send()
+                    .await
+                    .map_err(|e| from_reqwest(&e))?;
+                let status = resp.status().as_u16();
+                if resp.status().is_success() || accept.contains(&status) {
+                    return Ok(resp);
+                }
+                let mut failure = from_response(resp).await;
+                if repeat == Repeat::OnlyUnprocessed && status != 429 {
+                    failure.retryable = false;
+                }
+                Err(failure)
+            })
+            .await
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T, SandboxError> {
+        resp.json::<T>().await.map_err(|e| from_reqwest(&e).error)
+    }
+
+    /// `POST /sandboxes`.
+    pub async fn create(&self, spec: &SandboxSpec) -> Result<SandboxInfo, SandboxError> {
+        let metadata = BTreeMap::from([
+            ("job_id", spec.job_id.to_string()),
+            ("user_id", spec.user_id.to_string()),
+            ("project_id", spec.project_id.to_string()),
+            (SLIPWAY_KEY, SLIPWAY_VALUE.to_owned()),
+        ]);
+        let body = NewSandbox {
+            template_id: &self.config.template,
+            timeout: timeout_secs(spec.timeout),
+            auto_pause: spec.auto_pause,
+            metadata,
+        };
+        let resp = self
+            .call("create", Repeat::OnlyUnprocessed, &[], |c| {
+                c.post(self.url("/sandboxes")).json(&body)
+            })
+            .await?;
+        Self::json(resp).await
+    }
+
+    /// `GET /sandboxes/{id}`.
+    pub async fn get(&self, id: &str) -> Result<SandboxDetail, SandboxError> {
+        let resp = self
+            .call("get", Repeat::Idempotent, &[], |c| {
+                c.get(self.url(&format!("/sandboxes/{id}")))
+            })
+            .await?;
+        Self::json(resp).await
+    }
+
+    /// `POST /sandboxes/{id}/connect`: resumes a paused sandbox, extends the timeout of a running one.
+    pub async fn connect(&self, id: &str, timeout: Duration) -> Result<SandboxInfo, SandboxError> {
+        let body = TimeoutBody {
+            timeout: timeout_secs(timeout),
+        };
+        let resp = self
+            .call("connect", Repeat::Idempotent, &[], |c| {
+                c.post(self.url(&format!("/sandboxes/{id}/connect")))
+                    .json(&body)
+            })
+            .await?;
+        Self::json(resp).await
+    }
+
+    /// `POST /sandboxes/{id}/pause`: 204 paused, 409 already paused.
+    pub async fn pause(&self, id: &str) -> Result<PauseAnswer, SandboxError> {
+        let resp = self
+            .call("pause", Repeat::Idempotent, &[409], |c| {
+                c.post(self.url(&format!("/sandboxes/{id}/pause")))
+                    .json(&serde_json::json!({}))
+            })
+            .await?;
+        if resp.status().as_u16() == 409 {
+            Ok(PauseAnswer::AlreadyPaused)
+        } else {
+            Ok(PauseAnswer::Paused)
+        }
+    }
+
+    /// `POST /sandboxes/{id}/timeout`.
+    pub async fn set_timeout(&self, id: &str, timeout: Duration) -> Result<(), SandboxError> {
+        let body = TimeoutBody {
+            timeout: timeout_secs(timeout),
+        };
+        self.call("set_timeout", Repeat::Idempotent, &[], |c| {
+            c.post(self.url(&format!("/sandboxes/{id}/timeout")))
+                .json(&body)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `DELETE /sandboxes/{id}`.
+    pub async fn kill(&self, id: &str) -> Result<(), SandboxError> {
+        self.call("kill", Repeat::Idempotent, &[], |c| {
+            c.delete(self.url(&format!("/sandboxes/{id}")))
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `GET /v2/sandboxes` with our metadata and both states, following `X-Next-Token` to the last page.
+    pub async fn list_ours(&self) -> Result<Vec<ListedSandbox>, SandboxError> {
+        let metadata = format!("{SLIPWAY_KEY}={SLIPWAY_VALUE}");
+        let mut all = Vec::new();
+        let mut next: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let token = next.clone();
+            let resp = self
+                .call("list", Repeat::Idempotent, &[], |c| {
+                    let mut query = vec![
+                        ("metadata", metadata.clone()),
+                        ("state", "running,paused".to_owned()),
+                        ("limit", "100".to_owned()),
+                    ];
+                    if let Some(token) = &token {
+                        query.push(("nextToken", token.clone()));
+                    }
+                    c.get(self.url("/v2/sandboxes")).query(&query)
+                })
+                .await?;
+            let following = resp
+                .headers()
+                .get("x-next-token")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned);
+            let page: Vec<ListedSandbox> = Self::json(resp).await?;
+            all.extend(page);
+            match following {
+                Some(token) if Some(&token) != next.as_ref() => next = Some(token),
+                _ => return Ok(all),
+            }
+        }
+        Err(SandboxError::Provider(format!(
+            "sandbox list did not end after {MAX_PAGES} pages"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_round_up_to_whole_seconds() {
+        assert_eq!(timeout_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(timeout_secs(Duration::from_secs(300)), 300);
+        assert_eq!(timeout_secs(Duration::from_secs(u64::MAX)), i32::MAX as u32);
+    }
+}

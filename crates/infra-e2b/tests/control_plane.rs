@@ -1,0 +1,241 @@
+//! The control plane against a tiny in-test server: pagination, pause outcomes, retries, error mapping.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use domain::ports::{PauseOutcome, ProviderState, SandboxError, SandboxRuntime, SandboxSpec};
+use domain::{JobId, ProjectId, SandboxId, UserId};
+use infra_e2b::{ApiKey, E2bConfig, E2bRuntime};
+use serde_json::json;
+
+#[derive(Default)]
+struct Calls {
+    pauses: AtomicU32,
+    lists: AtomicU32,
+    timeouts: AtomicU32,
+}
+
+async fn serve(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{addr}")
+}
+
+fn runtime(url: &str) -> E2bRuntime {
+    E2bRuntime::new(E2bConfig {
+        api_url: url.to_owned(),
+        sandbox_url: Some(url.to_owned()),
+        ..E2bConfig::new(ApiKey::new("test-key"), "base")
+    })
+    .unwrap()
+}
+
+fn listed(id: &str, state: &str, job: &str) -> serde_json::Value {
+    json!({"templateID":"base","sandboxID":id,"clientID":"c","startedAt":"2026-01-01T00:00:00Z",
+           "endAt":"2026-01-01T01:00:00Z","cpuCount":2,"memoryMB":512,"diskSizeMB":1024,
+           "state":state,"envdVersion":"0.2.0","metadata":{"slipway":"1","job_id":job}})
+}
+
+async fn list(
+    State(calls): State<Arc<Calls>>,
+    headers: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    calls.lists.fetch_add(1, Ordering::SeqCst);
+    assert_eq!(headers["x-api-key"], "test-key");
+    assert_eq!(q.get("metadata").map(String::as_str), Some("slipway=1"));
+    assert_eq!(q.get("state").map(String::as_str), Some("running,paused"));
+    let job = JobId::new().to_string();
+    match q.get("nextToken").map(String::as_str) {
+        None => (
+            [("x-next-token", "page2")],
+            Json(json!([
+                listed("sbx-a", "running", &job),
+                listed("sbx-b", "paused", "not-a-uuid")
+            ])),
+        )
+            .into_response(),
+        Some("page2") => Json(json!([listed("sbx-c", "paused", &job)])).into_response(),
+        Some(other) => panic!("unexpected token {other}"),
+    }
+}
+
+async fn pause(State(calls): State<Arc<Calls>>, Path(id): Path<String>) -> Response {
+    let n = calls.pauses.fetch_add(1, Ordering::SeqCst);
+    let err = |status: StatusCode, msg: &str| {
+        (
+            status,
+            Json(json!({"code": status.as_u16(), "message": msg})),
+        )
+            .into_response()
+    };
+    match id.as_str() {
+        "running" => StatusCode::NO_CONTENT.into_response(),
+        "paused" => err(StatusCode::CONFLICT, "sandbox is already paused"),
+        "gone" => err(StatusCode::NOT_FOUND, "sandbox not found"),
+        "broken" => err(StatusCode::INTERNAL_SERVER_ERROR, "boom"),
+        // Busy once, then fine: a transient failure retried away.
+        "flaky" if n % 2 == 0 => err(StatusCode::SERVICE_UNAVAILABLE, "busy"),
+        "flaky" => StatusCode::NO_CONTENT.into_response(),
+        _ => err(StatusCode::SERVICE_UNAVAILABLE, "busy"),
+    }
+}
+
+async fn timeout(
+    State(calls): State<Arc<Calls>>,
+    Json(body): Json<serde_json::Value>,
+) -> StatusCode {
+    calls.timeouts.fetch_add(1, Ordering::SeqCst);
+    assert_eq!(body, json!({"timeout": 90}));
+    StatusCode::NO_CONTENT
+}
+
+async fn create(headers: HeaderMap, Json(body): Json<serde_json::Value>) -> Response {
+    if headers["x-api-key"] != "test-key" {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"code":401,"message":"bad key"})),
+        )
+            .into_response();
+    }
+    assert_eq!(body["templateID"], "base");
+    assert_eq!(body["timeout"], 300);
+    assert_eq!(body["autoPause"], true);
+    assert_eq!(body["metadata"]["slipway"], "1");
+    (
+        StatusCode::CREATED,
+        Json(
+            json!({"templateID":"base","sandboxID":"sbx-new","clientID":"c","envdVersion":"0.2.0",
+                    "envdAccessToken":"tok"}),
+        ),
+    )
+        .into_response()
+}
+
+async fn detail(Path(id): Path<String>) -> Response {
+    Json(
+        json!({"templateID":"base","sandboxID":id,"clientID":"c","startedAt":"2026-01-01T00:00:00Z",
+                "endAt":"2026-01-01T01:00:00Z","cpuCount":2,"memoryMB":512,"diskSizeMB":1024,
+                "state":"paused","envdVersion":"0.2.0"}),
+    )
+    .into_response()
+}
+
+async fn server() -> (String, Arc<Calls>) {
+    let calls = Arc::new(Calls::default());
+    let router = Router::new()
+        .route("/v2/sandboxes", get(list))
+        .route("/sandboxes", post(create))
+        .route("/sandboxes/{id}", get(detail))
+        .route("/sandboxes/{id}/pause", post(pause))
+        .route("/sandboxes/{id}/timeout", post(timeout))
+        .with_state(calls.clone());
+    (serve(router).await, calls)
+}
+
+fn sid(s: &str) -> SandboxId {
+    SandboxId::try_from(s).unwrap()
+}
+
+#[tokio::test]
+async fn list_follows_the_next_token_and_reads_job_ids() {
+    let (url, calls) = server().await;
+    let sandboxes = runtime(&url).list().await.unwrap();
+    assert_eq!(calls.lists.load(Ordering::SeqCst), 2);
+    let ids: Vec<_> = sandboxes.iter().map(|s| s.sandbox_id.as_str()).collect();
+    assert_eq!(ids, ["sbx-a", "sbx-b", "sbx-c"]);
+    assert_eq!(sandboxes[1].state, ProviderState::Paused);
+    assert!(sandboxes[0].job_id.is_some());
+    assert_eq!(sandboxes[1].job_id, None);
+}
+
+#[tokio::test]
+async fn pause_outcomes_follow_the_status() {
+    let (url, calls) = server().await;
+    let rt = runtime(&url);
+    assert_eq!(rt.pause(&sid("running")).await, Ok(PauseOutcome::Paused));
+    assert_eq!(
+        rt.pause(&sid("paused")).await,
+        Ok(PauseOutcome::AlreadyPaused)
+    );
+    assert!(matches!(
+        rt.pause(&sid("gone")).await,
+        Err(SandboxError::NotFound(_))
+    ));
+
+    // A 500 is not transient: one call, a provider error.
+    let before = calls.pauses.load(Ordering::SeqCst);
+    assert!(matches!(
+        rt.pause(&sid("broken")).await,
+        Err(SandboxError::Provider(_))
+    ));
+    assert_eq!(calls.pauses.load(Ordering::SeqCst) - before, 1);
+
+    // A 503 is retried: three calls, then Unavailable.
+    let before = calls.pauses.load(Ordering::SeqCst);
+    assert!(matches!(
+        rt.pause(&sid("busy")).await,
+        Err(SandboxError::Unavailable(_))
+    ));
+    assert_eq!(calls.pauses.load(Ordering::SeqCst) - before, 3);
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_to_success() {
+    let (url, calls) = server().await;
+    calls.pauses.store(0, Ordering::SeqCst);
+    assert_eq!(
+        runtime(&url).pause(&sid("flaky")).await,
+        Ok(PauseOutcome::Paused)
+    );
+    assert_eq!(calls.pauses.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn create_sends_template_timeout_and_metadata() {
+    let (url, calls) = server().await;
+    let rt = runtime(&url);
+    let spec = SandboxSpec {
+        job_id: JobId::new(),
+        user_id: UserId::try_from("user_1").unwrap(),
+        project_id: ProjectId::new(),
+        timeout: Duration::from_secs(300),
+        auto_pause: true,
+    };
+    assert_eq!(rt.create(&spec).await.unwrap().as_str(), "sbx-new");
+    rt.set_timeout(&sid("sbx-new"), Duration::from_secs(90))
+        .await
+        .unwrap();
+    assert_eq!(calls.timeouts.load(Ordering::SeqCst), 1);
+    assert_eq!(rt.state(&sid("sbx-new")).await, Ok(ProviderState::Paused));
+
+    let bad_key = E2bRuntime::new(E2bConfig {
+        api_url: url.clone(),
+        ..E2bConfig::new(ApiKey::new("wrong"), "base")
+    })
+    .unwrap();
+    assert!(matches!(
+        bad_key.create(&spec).await,
+        Err(SandboxError::Unauthorized(_))
+    ));
+}
+
+#[tokio::test]
+async fn unreachable_provider_is_unavailable() {
+    // Bind then drop a listener so the port is closed.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let result = runtime(&url).kill(&sid("any")).await;
+    assert!(
+        matches!(result, Err(SandboxError::Unavailable(_))),
+        "{result:?}"
+    );
+}
