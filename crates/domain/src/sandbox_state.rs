@@ -53,7 +53,7 @@ impl SandboxState {
             (None, Running) => true,
             (Running, Pausing | Paused) => true,
             (Pausing, Paused | Running | PauseFailed) => true,
-            (PauseFailed, Pausing | Paused | Running) => true,
+            (PauseFailed, Pausing | Paused | Running | Resuming) => true,
             (Paused, Resuming | Running) => true,
             (Resuming, Running | Paused) => true,
             _ => false,
@@ -104,6 +104,7 @@ mod tests {
         assert!(Resuming.can_move(Running));
         assert!(Running.can_move(Expired));
         assert!(Paused.can_move(Killed));
+        assert!(PauseFailed.can_move(Resuming), "a resume can claim a sandbox whose pause failed");
     }
 
     #[test]

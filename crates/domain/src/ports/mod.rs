@@ -3,6 +3,7 @@
 
 pub mod generator;
 pub mod live_store;
+pub mod lock;
 pub mod probe;
 pub mod queue;
 pub mod repository;
@@ -11,6 +12,7 @@ pub mod usage;
 
 pub use generator::{CodeGenerator, GeneratedFile, GeneratedFiles, GeneratorError};
 pub use live_store::{EventStream, LiveJobStore, StoreError};
+pub use lock::{LockGuardToken, StepLock};
 pub use probe::{PreviewProbe, ProbeError, ProbeResponse};
 pub use queue::{JobQueue, Lease, QueueError, QueuedJob};
 pub use repository::{

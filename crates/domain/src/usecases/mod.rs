@@ -1,5 +1,12 @@
 //! The use cases, written against the ports: the build pipeline, pause after READY, resume, snapshot and
 //! the reconciler's steps.
 
+pub mod activity;
+pub mod cancel;
 pub mod framework;
+pub mod pipeline;
 pub mod preview;
+pub mod reconcile;
+pub mod resume;
+pub mod snapshot;
+pub mod submit;

@@ -1,0 +1,284 @@
+//! The job-worker's settings: every one an environment variable and a flag. A missing or invalid one stops
+//! the process at start with clap's one-line error naming it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use domain::usecases::pipeline::PipelineConfig;
+use domain::PausePolicy;
+
+use crate::worker::WorkerSettings;
+
+/// A setting that must never reach a log line: its `Debug` and `Display` print `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The value itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Where builds run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// Process sandboxes on this machine.
+    Local,
+    /// E2B microVMs.
+    E2b,
+}
+
+/// Who writes the app's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GeneratorKind {
+    /// A small dependency-free Node app showing the goal.
+    Template,
+    /// A configured program (an LLM agent): the goal on stdin, `{"files": {…}}` on stdout.
+    Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Settings of the job-worker.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "job-worker",
+    about = "Slipway's build worker: takes jobs off the queue and builds them"
+)]
+pub struct Config {
+    /// Postgres connection URL.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/slipway"
+    )]
+    pub database_url: Secret,
+
+    /// Redis connection URL.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: Secret,
+
+    /// Prefix of every Redis key this deployment uses (the same as the api-server's).
+    #[arg(long, env = "REDIS_PREFIX", default_value = "slipway")]
+    pub redis_prefix: String,
+
+    /// How many builds this process runs at once.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub worker_concurrency: u32,
+
+    /// When a READY build's sandbox is paused: `immediate`, `idle:<seconds>` or `never`.
+    #[arg(long, env = "PAUSE_POLICY", default_value = "immediate")]
+    pub pause_policy: PausePolicy,
+
+    /// Sandbox runtime: `local` (process sandboxes on this machine) or `e2b`.
+    #[arg(long, env = "SANDBOX_RUNTIME", value_enum, default_value = "local")]
+    pub sandbox_runtime: RuntimeKind,
+
+    /// Directory the local runtime keeps its sandboxes in.
+    #[arg(
+        long,
+        env = "LOCAL_SANDBOX_ROOT",
+        default_value = "/tmp/slipway-sandboxes"
+    )]
+    pub local_sandbox_root: PathBuf,
+
+    /// E2B API key (required with `SANDBOX_RUNTIME=e2b`).
+    #[arg(long, env = "E2B_API_KEY", required_if_eq("sandbox_runtime", "e2b"))]
+    pub e2b_api_key: Option<Secret>,
+
+    /// E2B platform API URL.
+    #[arg(long, env = "E2B_API_URL", default_value = infra_e2b::DEFAULT_API_URL)]
+    pub e2b_api_url: String,
+
+    /// E2B sandbox domain.
+    #[arg(long, env = "E2B_DOMAIN", default_value = infra_e2b::DEFAULT_DOMAIN)]
+    pub e2b_domain: String,
+
+    /// E2B template sandboxes are created from.
+    #[arg(long, env = "E2B_TEMPLATE", default_value = "base")]
+    pub e2b_template: String,
+
+    /// envd base URL override (the local E2B-compatible server).
+    #[arg(long, env = "E2B_SANDBOX_URL")]
+    pub e2b_sandbox_url: Option<String>,
+
+    /// Code generator: `template` (default) or `command`.
+    #[arg(long, env = "GENERATOR", value_enum, default_value = "template")]
+    pub generator: GeneratorKind,
+
+    /// The generator program and its arguments, split on whitespace (required with `GENERATOR=command`).
+    #[arg(
+        long,
+        env = "GENERATOR_COMMAND",
+        required_if_eq("generator", "command")
+    )]
+    pub generator_command: Option<String>,
+
+    /// How long the code generator may take, in seconds.
+    #[arg(long, env = "GENERATOR_TIMEOUT_SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub generator_timeout_secs: u64,
+
+    /// How long `npm install` may take, in seconds.
+    #[arg(long, env = "INSTALL_TIMEOUT_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub install_timeout_secs: u64,
+
+    /// How long the dev server has to answer, in seconds.
+    #[arg(long, env = "READINESS_TIMEOUT_SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub readiness_timeout_secs: u64,
+
+    /// A sandbox's lifetime at the provider, in seconds from its creation.
+    #[arg(long, env = "SANDBOX_TIMEOUT_SECS", default_value_t = 1800,
+          value_parser = clap::value_parser!(u64).range(60..))]
+    pub sandbox_timeout_secs: u64,
+
+    /// How long a lease lasts without a heartbeat, in seconds (heartbeats come every third of it).
+    #[arg(long, env = "LEASE_TTL_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(3..))]
+    pub lease_ttl_secs: u64,
+
+    /// On SIGTERM or Ctrl-C, how long running builds may go on before they are stopped and requeued.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+
+    /// How long to wait before asking the queue again when it had nothing, in milliseconds.
+    #[arg(long, env = "POLL_INTERVAL_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub poll_interval_ms: u64,
+
+    /// This worker's name on its leases (default `<hostname>-<pid>`).
+    #[arg(long, env = "WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The run loop's settings, the pipeline's included.
+    pub fn worker_settings(&self) -> WorkerSettings {
+        let pipeline = PipelineConfig {
+            pause_policy: self.pause_policy,
+            sandbox_timeout: Duration::from_secs(self.sandbox_timeout_secs),
+            generate_timeout: Duration::from_secs(self.generator_timeout_secs),
+            install_timeout: Duration::from_secs(self.install_timeout_secs),
+            readiness_deadline: Duration::from_secs(self.readiness_timeout_secs),
+            ..PipelineConfig::default()
+        };
+        WorkerSettings {
+            worker_id: self.worker_id.clone().unwrap_or_else(default_worker_id),
+            concurrency: usize::try_from(self.worker_concurrency).unwrap_or(1),
+            lease_ttl: Duration::from_secs(self.lease_ttl_secs),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            pipeline,
+        }
+    }
+}
+
+/// `<hostname>-<pid>`: unique among the workers sharing one queue.
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("job-worker").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.worker_concurrency, 4);
+        assert_eq!(c.pause_policy, PausePolicy::Immediate);
+        assert_eq!(c.sandbox_runtime, RuntimeKind::Local);
+        assert_eq!(c.generator, GeneratorKind::Template);
+        assert_eq!(c.redis_prefix, "slipway");
+        let s = c.worker_settings();
+        assert_eq!(s.concurrency, 4);
+        assert_eq!(s.lease_ttl, Duration::from_secs(60));
+        assert!(s.worker_id.ends_with(&format!("-{}", std::process::id())));
+    }
+
+    #[test]
+    fn a_bad_setting_is_refused_naming_it() {
+        let err = parse(&["--pause-policy", "sometimes"]).unwrap_err();
+        assert!(err.to_string().contains("--pause-policy"), "{err}");
+        let err = parse(&["--worker-concurrency", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--worker-concurrency"), "{err}");
+    }
+
+    #[test]
+    fn e2b_needs_its_key_and_command_needs_its_command() {
+        let err = parse(&["--sandbox-runtime", "e2b"]).unwrap_err();
+        assert!(err.to_string().contains("--e2b-api-key"), "{err}");
+        let err = parse(&["--generator", "command"]).unwrap_err();
+        assert!(err.to_string().contains("--generator-command"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = parse(&[
+            "--database-url",
+            "postgres://u:pw@h/db",
+            "--e2b-api-key",
+            "e2b_123",
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("pw@"));
+        assert!(!shown.contains("e2b_123"));
+    }
+
+    #[test]
+    fn idle_policy_parses() {
+        let c = parse(&["--pause-policy", "idle:30"]).unwrap();
+        assert_eq!(c.pause_policy, PausePolicy::Idle(Duration::from_secs(30)));
+    }
+}

@@ -1,0 +1,88 @@
+//! Builds the adapters from the configuration. The only place that names concrete infra types.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use domain::ports::{CodeGenerator, SandboxRuntime};
+use domain::usecases::pipeline::PipelineDeps;
+use domain::TierTable;
+use infra_e2b::{ApiKey, E2bConfig, E2bRuntime, HttpPreviewProbe};
+use infra_local::{CommandGenerator, LocalRuntime, TemplateGenerator};
+use infra_pg::PgJobRepository;
+use infra_redis::{RedisLiveStore, RedisQueue};
+
+use crate::config::{Config, GeneratorKind, RuntimeKind};
+use crate::package_json::JsonPackageParser;
+use crate::worker::WorkerDeps;
+
+/// Connects to Postgres and Redis and builds the runtime, generator and probe the configuration names.
+pub async fn build(config: &Config) -> anyhow::Result<WorkerDeps> {
+    let pool = infra_pg::connect(config.database_url.expose())
+        .await
+        .context("could not connect to postgres (DATABASE_URL)")?;
+    let redis = infra_redis::connect(config.redis_url.expose())
+        .await
+        .context("could not connect to redis (REDIS_URL)")?;
+    let prefix = config.redis_prefix.clone();
+    let pipeline = PipelineDeps {
+        repo: Arc::new(PgJobRepository::new(pool)),
+        live: Arc::new(RedisLiveStore::new(redis.clone(), prefix.clone())),
+        runtime: runtime(config)?,
+        generator: generator(config)?,
+        probe: Arc::new(HttpPreviewProbe::new().context("could not build the preview probe")?),
+        package_parser: Arc::new(JsonPackageParser),
+    };
+    // The slot limits must be the api-server's: both use the domain's tier table.
+    let queue = Arc::new(RedisQueue::new(redis, prefix, TierTable::default()));
+    Ok(WorkerDeps { pipeline, queue })
+}
+
+fn runtime(config: &Config) -> anyhow::Result<Arc<dyn SandboxRuntime>> {
+    match config.sandbox_runtime {
+        RuntimeKind::Local => {
+            let runtime =
+                LocalRuntime::new(config.local_sandbox_root.clone()).with_context(|| {
+                    format!(
+                        "LOCAL_SANDBOX_ROOT {} is not usable",
+                        config.local_sandbox_root.display()
+                    )
+                })?;
+            Ok(Arc::new(runtime))
+        }
+        RuntimeKind::E2b => {
+            // clap requires the key with this runtime; this is the message if that ever changes.
+            let key = config
+                .e2b_api_key
+                .as_ref()
+                .context("E2B_API_KEY is required with SANDBOX_RUNTIME=e2b")?;
+            let e2b = E2bConfig {
+                api_url: config.e2b_api_url.clone(),
+                domain: config.e2b_domain.clone(),
+                sandbox_url: config.e2b_sandbox_url.clone(),
+                ..E2bConfig::new(ApiKey::new(key.expose()), config.e2b_template.clone())
+            };
+            let runtime = E2bRuntime::new(e2b).context("invalid E2B settings (E2B_*)")?;
+            Ok(Arc::new(runtime))
+        }
+    }
+}
+
+fn generator(config: &Config) -> anyhow::Result<Arc<dyn CodeGenerator>> {
+    match config.generator {
+        GeneratorKind::Template => Ok(Arc::new(TemplateGenerator)),
+        GeneratorKind::Command => {
+            let line = config
+                .generator_command
+                .as_deref()
+                .context("GENERATOR_COMMAND is required with GENERATOR=command")?;
+            let mut words = line.split_whitespace().map(str::to_owned);
+            let program = words.next().context("GENERATOR_COMMAND is empty")?;
+            Ok(Arc::new(CommandGenerator::new(
+                program,
+                words.collect(),
+                Duration::from_secs(config.generator_timeout_secs),
+            )))
+        }
+    }
+}

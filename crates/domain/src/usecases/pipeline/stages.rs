@@ -1,0 +1,216 @@
+//! The stages from `queued` to `ready`, in order. Each one starts with its compare-and-set, so a job moved
+//! by someone else (a cancel) stops the build at its next step.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::context::{Build, Stop};
+use super::failure::{tail, PipelineError, Step, STDERR_TAIL_CHARS};
+use super::files::{self, ValidatedFiles};
+use crate::ports::{
+    CommandSpec, GeneratorError, OutputSink, OutputStream, SandboxError, SandboxSpec,
+    TransitionUpdate,
+};
+use crate::usecases::framework::{self, PackageFacts};
+use crate::usecases::preview;
+use crate::{JobGoal, JobId, JobStatus, SandboxId};
+
+/// Past a command's own deadline, how long we wait for the runtime to report it before giving up on it.
+const DEADLINE_SLACK: Duration = Duration::from_secs(30);
+
+impl Build<'_> {
+    /// Runs every stage up to and including the READY compare-and-set.
+    pub(super) async fn run_to_ready(&mut self) -> Result<(), Stop> {
+        self.advance(JobStatus::Starting, Self::message("Starting build"))
+            .await?;
+        let goal = JobGoal::try_from(self.job.goal.clone()).map_err(PipelineError::InvalidGoal)?;
+        let sandbox = self.scaffold().await?;
+        let files = self.code(&goal, &sandbox).await?;
+        let package = self.install(files, &sandbox).await?;
+        let preview_url = self.checks(&package, &sandbox).await?;
+        self.ready(preview_url, &sandbox).await
+    }
+
+    /// scaffold: create the sandbox and record its id at once, before anything runs in it.
+    async fn scaffold(&mut self) -> Result<SandboxId, Stop> {
+        self.advance(JobStatus::Scaffold, Self::message("Creating the sandbox"))
+            .await?;
+        let spec = SandboxSpec {
+            job_id: self.job.id,
+            user_id: self.job.user_id.clone(),
+            project_id: self.job.project_id,
+            timeout: self.config.sandbox_timeout,
+            auto_pause: self.config.auto_pause,
+        };
+        // Not raced against the token: a create dropped in flight could leave a sandbox nobody knows about.
+        let sandbox = self
+            .deps
+            .runtime
+            .create(&spec)
+            .await
+            .map_err(PipelineError::sandbox(Step::CreateSandbox))?;
+        tracing::Span::current().record("sandbox_id", tracing::field::display(&sandbox));
+        self.sandbox = Some(sandbox.clone());
+        let recorded = self
+            .deps
+            .repo
+            .record_sandbox(self.job.id, &sandbox)
+            .await
+            .map_err(Stop::Repo)?;
+        let moved = recorded.status != self.job.status;
+        self.job = recorded;
+        self.save_live().await;
+        tracing::info!("sandbox created and recorded");
+        if moved {
+            // A cancel landed while the sandbox was being created: stop before using it.
+            return Err(Stop::Conflict {
+                current: Some(self.job.status),
+            });
+        }
+        Ok(sandbox)
+    }
+
+    /// code: the generator writes the app; its files are checked before anything reaches the sandbox.
+    async fn code(&mut self, goal: &JobGoal, sandbox: &SandboxId) -> Result<ValidatedFiles, Stop> {
+        let update = TransitionUpdate {
+            sandbox_id: Some(sandbox.clone()),
+            workspace_path: Some(self.deps.runtime.workspace_path()),
+            ..Self::message("Writing code")
+        };
+        self.advance(JobStatus::Code, update).await?;
+        let generate = tokio::time::timeout(
+            self.config.generate_timeout,
+            self.deps.generator.generate(goal),
+        );
+        let generated = self
+            .race(generate)
+            .await?
+            .unwrap_or(Err(GeneratorError::TimedOut))
+            .map_err(PipelineError::Generator)?;
+        let files = files::validate(generated, self.deps.package_parser.as_ref())
+            .map_err(PipelineError::Files)?;
+        tracing::info!(files = files.files.len(), "code generated");
+        Ok(files)
+    }
+
+    /// deps: write the files, then `npm install` when package.json lists any dependency.
+    async fn install(
+        &mut self,
+        files: ValidatedFiles,
+        sandbox: &SandboxId,
+    ) -> Result<PackageFacts, Stop> {
+        let needs_install = files.package.needs_install();
+        let message = if needs_install {
+            "Writing files and installing dependencies"
+        } else {
+            "Writing files (no dependencies to install)"
+        };
+        self.advance(JobStatus::Deps, Self::message(message))
+            .await?;
+        self.race(self.deps.runtime.write_files(sandbox, files.files))
+            .await?
+            .map_err(PipelineError::sandbox(Step::WriteFiles))?;
+        if needs_install {
+            let timeout = self.config.install_timeout;
+            let cmd = CommandSpec {
+                output: Some(log_sink(self.job.id, "npm install")),
+                ..CommandSpec::new("npm install", timeout)
+            };
+            let run = tokio::time::timeout(
+                timeout + DEADLINE_SLACK,
+                self.deps.runtime.run(sandbox, cmd),
+            );
+            let output = self
+                .race(run)
+                .await?
+                .unwrap_or_else(|_| Err(SandboxError::TimedOut("npm install".into())))
+                .map_err(PipelineError::sandbox(Step::Install))?;
+            if !output.success() {
+                let said = if output.stderr.trim().is_empty() {
+                    &output.stdout
+                } else {
+                    &output.stderr
+                };
+                return Err(PipelineError::InstallFailed {
+                    exit_code: output.exit_code,
+                    stderr_tail: tail(said, STDERR_TAIL_CHARS),
+                }
+                .into());
+            }
+            tracing::info!("dependencies installed");
+        }
+        Ok(files.package)
+    }
+
+    /// checks: start the detected dev server in the background and wait until its preview answers.
+    async fn checks(
+        &mut self,
+        package: &PackageFacts,
+        sandbox: &SandboxId,
+    ) -> Result<String, Stop> {
+        let server = framework::detect(package);
+        let message = format!(
+            "Starting the dev server ({} on port {})",
+            server.command, server.port
+        );
+        self.advance(JobStatus::Checks, Self::message(message))
+            .await?;
+        // A background command has no deadline of its own; readiness below is what is bounded.
+        let cmd = CommandSpec {
+            output: Some(log_sink(self.job.id, server.command)),
+            ..CommandSpec::new(server.command, self.config.readiness_deadline)
+                .env("PORT", server.port.to_string())
+        };
+        let pid = self
+            .race(self.deps.runtime.run_background(sandbox, cmd))
+            .await?
+            .map_err(PipelineError::sandbox(Step::StartDevServer))?;
+        let url = self
+            .race(self.deps.runtime.preview_url(sandbox, server.port))
+            .await?
+            .map_err(PipelineError::sandbox(Step::PreviewUrl))?;
+        tracing::info!(pid, preview_url = %url, framework = ?server.framework, "dev server started");
+        let deadline = self.config.readiness_deadline;
+        let up = self
+            .race(preview::wait_until_up(
+                self.deps.probe.as_ref(),
+                &url,
+                deadline,
+                self.config.readiness_interval,
+            ))
+            .await?;
+        match up {
+            Some(_) => Ok(url),
+            None => Err(PipelineError::NotReady {
+                url,
+                waited: deadline,
+            }
+            .into()),
+        }
+    }
+
+    /// ready: one compare-and-set writes READY with everything the preview needs and the build version.
+    async fn ready(&mut self, preview_url: String, sandbox: &SandboxId) -> Result<(), Stop> {
+        let update = TransitionUpdate {
+            preview_url: Some(preview_url),
+            sandbox_id: Some(sandbox.clone()),
+            workspace_path: Some(self.deps.runtime.workspace_path()),
+            assign_build_version: true,
+            sandbox_running: true,
+            ..Self::message("Build complete")
+        };
+        self.advance(JobStatus::Ready, update).await
+    }
+}
+
+/// Command output goes to the job's log at debug level, line by line, with the job id (the callback may run
+/// outside the build's span).
+fn log_sink(job_id: JobId, command: &'static str) -> OutputSink {
+    OutputSink(Arc::new(move |stream, line| {
+        let stream = match stream {
+            OutputStream::Stdout => "stdout",
+            OutputStream::Stderr => "stderr",
+        };
+        tracing::debug!(job_id = %job_id, command, stream, line = %line.trim_end(), "sandbox output");
+    }))
+}

@@ -1,0 +1,237 @@
+//! Steps 6 and 7: retry failed pauses with backoff, and pause resumed sandboxes that went idle.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use super::{PauseBackoff, ReconcileError, Reconciler};
+use crate::ports::{RepoError, SandboxError};
+use crate::usecases::pipeline::{pause_job_sandbox, PauseDeps, PauseResult};
+use crate::usecases::snapshot::{save_live, set_state};
+use crate::{Job, JobStatus, PausePolicy, SandboxState};
+
+/// What a pause step did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PauseReport {
+    /// Sandboxes due for a pause.
+    pub due: usize,
+    pub paused: usize,
+    /// Pauses the provider refused this round.
+    pub failed: usize,
+    /// Sandboxes newly marked `pause_failed` after `max_pause_attempts` failures in a row (alert on it;
+    /// retries go on at `pause_backoff_max`).
+    pub gave_up: usize,
+    /// Sandboxes the provider no longer had (now `expired`).
+    pub expired: usize,
+    /// Due, but still backing off after an earlier failure.
+    pub backing_off: usize,
+    /// Per-job errors (the repository failed); logged.
+    pub errors: usize,
+}
+
+impl Reconciler {
+    /// Retries the pause of READY sandboxes whose post-READY pause failed: state `pause_failed`, or
+    /// `running`, never resumed, under the `immediate` policy, past `pause_grace` and without preview
+    /// activity in the last `idle_pause_after`. Failures back off
+    /// exponentially; after `max_pause_attempts` in a row the state becomes `pause_failed`.
+    #[tracing::instrument(skip_all, err)]
+    pub async fn retry_failed_pauses(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<PauseReport, ReconcileError> {
+        let jobs = self.attention().await?;
+        let due: Vec<Job> = jobs
+            .into_iter()
+            .filter(|j| self.is_failed_pause(j, now))
+            .collect();
+        Ok(self.pause_all(due).await)
+    }
+
+    /// Pauses running READY sandboxes idle past their limit: `idle_pause_after` since the later of
+    /// resumed_at and last_activity_at for a resumed sandbox; the `idle:<secs>` policy's limit for one never
+    /// paused since its build.
+    #[tracing::instrument(skip_all, err)]
+    pub async fn repause_idle(&self, now: DateTime<Utc>) -> Result<PauseReport, ReconcileError> {
+        let jobs = self.attention().await?;
+        let due: Vec<Job> = jobs.into_iter().filter(|j| self.is_idle(j, now)).collect();
+        Ok(self.pause_all(due).await)
+    }
+
+    /// READY (and failed) jobs with a live, unpaused sandbox; forgets backoff of jobs no longer among them.
+    async fn attention(&self) -> Result<Vec<Job>, ReconcileError> {
+        let jobs = self
+            .deps
+            .repo
+            .jobs_needing_attention(self.config.scan_limit)
+            .await?;
+        let ids: HashSet<_> = jobs.iter().map(|j| j.id).collect();
+        self.backoff_map().retain(|id, _| ids.contains(id));
+        Ok(jobs)
+    }
+
+    fn is_failed_pause(&self, job: &Job, now: DateTime<Utc>) -> bool {
+        if job.status != JobStatus::Ready || job.sandbox_id.is_none() {
+            return false;
+        }
+        match job.sandbox_state {
+            SandboxState::PauseFailed => true,
+            SandboxState::Running => {
+                let ready_at = job.completed_at.unwrap_or(job.updated_at);
+                // Recent preview activity means someone is using it (a resume from pause_failed stamps
+                // activity, not resumed_at): it is paused once idle instead.
+                let in_use = job
+                    .last_activity_at
+                    .is_some_and(|a| elapsed(a, now) < self.config.idle_pause_after);
+                job.resumed_at.is_none()
+                    && !in_use
+                    && self.config.pause_policy == PausePolicy::Immediate
+                    && elapsed(ready_at, now) >= self.config.pause_grace
+            }
+            _ => false,
+        }
+    }
+
+    fn is_idle(&self, job: &Job, now: DateTime<Utc>) -> bool {
+        if job.status != JobStatus::Ready
+            || job.sandbox_id.is_none()
+            || job.sandbox_state != SandboxState::Running
+        {
+            return false;
+        }
+        let (since, limit) = match (job.resumed_at, self.config.pause_policy) {
+            (Some(resumed), _) => (resumed, self.config.idle_pause_after),
+            (None, PausePolicy::Idle(limit)) => (job.completed_at.unwrap_or(job.updated_at), limit),
+            (None, _) => return false,
+        };
+        let since = job.last_activity_at.map_or(since, |a| a.max(since));
+        elapsed(since, now) >= limit
+    }
+
+    async fn pause_all(&self, due: Vec<Job>) -> PauseReport {
+        let mut report = PauseReport {
+            due: due.len(),
+            ..PauseReport::default()
+        };
+        for job in due {
+            let failures = match self.backoff_map().get(&job.id) {
+                Some(b) if b.next_try > Instant::now() => {
+                    report.backing_off += 1;
+                    continue;
+                }
+                Some(b) => b.failures,
+                None => 0,
+            };
+            let d = &self.deps;
+            let deps = PauseDeps {
+                repo: d.repo.as_ref(),
+                live: d.live.as_ref(),
+                runtime: d.runtime.as_ref(),
+            };
+            let started = Instant::now();
+            let result = pause_job_sandbox(deps, &job).await;
+            let pause_latency_ms = started.elapsed().as_millis() as u64;
+            match result {
+                PauseResult::Paused(_) => {
+                    report.paused += 1;
+                    self.backoff_map().remove(&job.id);
+                    tracing::info!(job_id = %job.id, pause_latency_ms, "reconciler paused the sandbox");
+                }
+                PauseResult::Failed(SandboxError::NotFound(_)) => {
+                    report.expired += 1;
+                    self.backoff_map().remove(&job.id);
+                }
+                PauseResult::Failed(error) => {
+                    report.failed += 1;
+                    let failures = failures + 1;
+                    let delay = self.backoff_delay(failures);
+                    self.backoff_map().insert(
+                        job.id,
+                        PauseBackoff {
+                            failures,
+                            next_try: Instant::now() + delay,
+                        },
+                    );
+                    tracing::warn!(
+                        job_id = %job.id,
+                        failures,
+                        pause_latency_ms,
+                        retry_in_secs = delay.as_secs(),
+                        error = %error,
+                        "pause failed; will retry"
+                    );
+                    if failures >= self.config.max_pause_attempts {
+                        match self.mark_pause_failed(&job).await {
+                            Ok(true) if job.sandbox_state != SandboxState::PauseFailed => {
+                                report.gave_up += 1;
+                                tracing::error!(
+                                    job_id = %job.id,
+                                    sandbox_id = ?job.sandbox_id,
+                                    failures,
+                                    pause_gave_up = 1,
+                                    "sandbox could not be paused; marked pause_failed"
+                                );
+                            }
+                            Ok(_) => {}
+                            Err(error) => {
+                                report.errors += 1;
+                                tracing::warn!(job_id = %job.id, error = %error, "could not mark pause_failed");
+                            }
+                        }
+                    }
+                }
+                PauseResult::Skipped => {}
+                PauseResult::Unrecorded(error) => {
+                    report.errors += 1;
+                    tracing::warn!(job_id = %job.id, error = %error, "could not record a pause");
+                }
+            }
+        }
+        report
+    }
+
+    /// After a failed pause put the state back to running: records `pause_failed` instead. `true` when
+    /// written.
+    async fn mark_pause_failed(&self, job: &Job) -> Result<bool, RepoError> {
+        let d = &self.deps;
+        let Some(now) = d.repo.get_job(job.id).await? else {
+            return Ok(false);
+        };
+        if now.sandbox_state != SandboxState::Running {
+            return Ok(false);
+        }
+        match set_state(d.repo.as_ref(), &now, SandboxState::PauseFailed).await? {
+            Some(written) => {
+                save_live(d.live.as_ref(), &written).await;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// `base · 2^(failures-1)`, at most `pause_backoff_max`.
+    fn backoff_delay(&self, failures: u32) -> Duration {
+        let factor = 2u32.saturating_pow(failures.saturating_sub(1));
+        self.config
+            .pause_backoff_base
+            .saturating_mul(factor)
+            .min(self.config.pause_backoff_max)
+    }
+
+    fn backoff_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<crate::JobId, PauseBackoff>> {
+        // Poisoning only follows a panic elsewhere; the map is still usable.
+        self.backoff.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Time from `since` to `now` (zero when `since` is in the future, e.g. clock skew).
+pub(super) fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    (now - since).to_std().unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+#[path = "pauses_tests.rs"]
+mod tests;

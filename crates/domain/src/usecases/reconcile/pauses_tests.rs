@@ -1,0 +1,193 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use chrono::Duration as ChronoDuration;
+
+use super::super::fixtures::{live_accepting, ready_job, reconciler, stateful_repo, Row};
+use super::super::ReconcileConfig;
+use super::*;
+use crate::ports::queue::MockJobQueue;
+use crate::ports::repository::MockJobRepository;
+use crate::ports::sandbox::MockSandboxRuntime;
+use crate::ports::{PauseOutcome, SandboxError};
+
+/// A repository whose jobs needing attention are the one row while it is not paused.
+fn attention_repo(j: &Job) -> (MockJobRepository, Row) {
+    let mut repo = MockJobRepository::new();
+    let row = stateful_repo(&mut repo, j);
+    let r = row.clone();
+    repo.expect_jobs_needing_attention().returning(move |_| {
+        let cur = r.current();
+        Ok(if cur.sandbox_paused() {
+            vec![]
+        } else {
+            vec![cur]
+        })
+    });
+    (repo, row)
+}
+
+/// A runtime whose pause fails `failures` times, then succeeds; counts the calls.
+fn flaky_runtime(failures: usize) -> (MockSandboxRuntime, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let mut runtime = MockSandboxRuntime::new();
+    runtime.expect_pause().returning(move |_| {
+        if c.fetch_add(1, Ordering::SeqCst) < failures {
+            Err(SandboxError::Unavailable("try later".into()))
+        } else {
+            Ok(PauseOutcome::Paused)
+        }
+    });
+    (runtime, calls)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_pause_is_retried_with_backoff_until_it_succeeds() {
+    let j = ready_job(SandboxState::Running);
+    let (repo, row) = attention_repo(&j);
+    let (runtime, calls) = flaky_runtime(2);
+    let config = ReconcileConfig::default();
+    let rec = reconciler(repo, live_accepting(), MockJobQueue::new(), runtime, config);
+    let now = Utc::now();
+
+    let r1 = rec.retry_failed_pauses(now).await.unwrap();
+    assert_eq!((r1.failed, r1.paused), (1, 0));
+    assert_eq!(row.current().sandbox_state, SandboxState::Running);
+
+    // Inside the backoff nothing is tried.
+    let r2 = rec.retry_failed_pauses(now).await.unwrap();
+    assert_eq!(r2.backing_off, 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    tokio::time::advance(config.pause_backoff_base).await;
+    let r3 = rec.retry_failed_pauses(now).await.unwrap();
+    assert_eq!(r3.failed, 1);
+
+    // The second wait is twice the first.
+    tokio::time::advance(config.pause_backoff_base).await;
+    assert_eq!(rec.retry_failed_pauses(now).await.unwrap().backing_off, 1);
+    tokio::time::advance(config.pause_backoff_base).await;
+    let r4 = rec.retry_failed_pauses(now).await.unwrap();
+    assert_eq!(r4.paused, 1);
+    assert!(row.current().sandbox_paused());
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    // Idempotent: nothing left to do.
+    assert_eq!(
+        rec.retry_failed_pauses(now).await.unwrap(),
+        PauseReport::default()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn repeated_failures_mark_the_sandbox_pause_failed_and_retries_go_on() {
+    let j = ready_job(SandboxState::Running);
+    let (repo, row) = attention_repo(&j);
+    let (runtime, _) = flaky_runtime(usize::MAX);
+    let config = ReconcileConfig {
+        max_pause_attempts: 2,
+        ..ReconcileConfig::default()
+    };
+    let rec = reconciler(repo, live_accepting(), MockJobQueue::new(), runtime, config);
+    let now = Utc::now();
+    assert_eq!(rec.retry_failed_pauses(now).await.unwrap().gave_up, 0);
+    tokio::time::advance(config.pause_backoff_max).await;
+    assert_eq!(rec.retry_failed_pauses(now).await.unwrap().gave_up, 1);
+    assert_eq!(row.current().sandbox_state, SandboxState::PauseFailed);
+    tokio::time::advance(config.pause_backoff_max).await;
+    let again = rec.retry_failed_pauses(now).await.unwrap();
+    assert_eq!((again.failed, again.gave_up), (1, 0));
+    assert_eq!(row.current().sandbox_state, SandboxState::PauseFailed);
+}
+
+#[tokio::test]
+async fn a_just_ready_resumed_or_in_use_sandbox_is_not_a_failed_pause() {
+    let mut fresh = ready_job(SandboxState::Running);
+    let now = Utc::now();
+    fresh.completed_at = Some(now);
+    let mut resumed = ready_job(SandboxState::Running);
+    resumed.resumed_at = Some(now);
+    let mut in_use = ready_job(SandboxState::Running);
+    in_use.last_activity_at = Some(now - ChronoDuration::minutes(1));
+    let mut repo = MockJobRepository::new();
+    let jobs = vec![fresh, resumed, in_use];
+    repo.expect_jobs_needing_attention()
+        .returning(move |_| Ok(jobs.clone()));
+    // No pause expectation: any pause would panic.
+    let rec = reconciler(
+        repo,
+        live_accepting(),
+        MockJobQueue::new(),
+        MockSandboxRuntime::new(),
+        ReconcileConfig::default(),
+    );
+    assert_eq!(rec.retry_failed_pauses(now).await.unwrap().due, 0);
+}
+
+#[tokio::test]
+async fn a_resumed_sandbox_idle_past_the_limit_is_paused_and_an_active_one_is_not() {
+    let now = Utc::now();
+    let mut idle = ready_job(SandboxState::Running);
+    idle.resumed_at = Some(now - ChronoDuration::minutes(30));
+    idle.last_activity_at = Some(now - ChronoDuration::minutes(11));
+    let mut active = ready_job(SandboxState::Running);
+    active.resumed_at = Some(now - ChronoDuration::minutes(30));
+    active.last_activity_at = Some(now - ChronoDuration::minutes(2));
+
+    let mut repo = MockJobRepository::new();
+    let row = stateful_repo(&mut repo, &idle);
+    let jobs = vec![idle.clone(), active];
+    repo.expect_jobs_needing_attention()
+        .returning(move |_| Ok(jobs.clone()));
+    let mut runtime = MockSandboxRuntime::new();
+    let idle_sandbox = idle.sandbox_id.clone().unwrap();
+    runtime
+        .expect_pause()
+        .withf(move |id| *id == idle_sandbox)
+        .times(1)
+        .returning(|_| Ok(PauseOutcome::Paused));
+    let rec = reconciler(
+        repo,
+        live_accepting(),
+        MockJobQueue::new(),
+        runtime,
+        ReconcileConfig::default(),
+    );
+    let report = rec.repause_idle(now).await.unwrap();
+    assert_eq!((report.due, report.paused), (1, 1));
+    assert_eq!(
+        row.written(),
+        vec![SandboxState::Pausing, SandboxState::Paused]
+    );
+}
+
+#[tokio::test]
+async fn the_idle_policy_pauses_a_never_resumed_build_after_its_limit() {
+    let now = Utc::now();
+    let j = ready_job(SandboxState::Running); // completed an hour ago
+    let config = ReconcileConfig {
+        pause_policy: PausePolicy::Idle(Duration::from_secs(1800)),
+        ..ReconcileConfig::default()
+    };
+    let rec = reconciler(
+        MockJobRepository::new(),
+        live_accepting(),
+        MockJobQueue::new(),
+        MockSandboxRuntime::new(),
+        config,
+    );
+    assert!(rec.is_idle(&j, now));
+    assert!(!rec.is_failed_pause(&j, now));
+    let never = reconciler(
+        MockJobRepository::new(),
+        live_accepting(),
+        MockJobQueue::new(),
+        MockSandboxRuntime::new(),
+        ReconcileConfig {
+            pause_policy: PausePolicy::Never,
+            ..ReconcileConfig::default()
+        },
+    );
+    assert!(!never.is_idle(&j, now) && !never.is_failed_pause(&j, now));
+}

@@ -1,0 +1,164 @@
+//! One resume attempt: connect (which resumes), check the recorded preview, and only when it does not
+//! answer restart the dev server, reinstalling dependencies only when node_modules is missing.
+
+use std::time::Duration;
+
+use super::Inner;
+use crate::ports::{CommandSpec, SandboxError};
+use crate::usecases::framework;
+use crate::usecases::preview::wait_until_up;
+use crate::{Job, SandboxId};
+
+/// How one attempt failed: only the provider's not-found on connect means the sandbox is gone.
+pub(super) enum AttemptError {
+    Expired(String),
+    Failed(String),
+}
+
+impl Inner {
+    /// The first attempt and, unless the sandbox is gone, one retry after the backoff.
+    pub(super) async fn attempts(&self, job: &Job) -> Result<String, AttemptError> {
+        match self.attempt(job).await {
+            Err(AttemptError::Failed(reason)) => {
+                tracing::warn!(attempt = 1, %reason, "resume attempt failed; retrying");
+                tokio::time::sleep(self.config.retry_backoff).await;
+                self.attempt(job).await
+            }
+            other => other,
+        }
+    }
+
+    async fn attempt(&self, job: &Job) -> Result<String, AttemptError> {
+        let runtime = self.deps.runtime.as_ref();
+        let Some(sandbox_id) = job.sandbox_id.as_ref() else {
+            return Err(AttemptError::Expired("the job has no sandbox".into()));
+        };
+        runtime
+            .connect(sandbox_id, self.config.provider_timeout)
+            .await
+            .map_err(|e| match e {
+                SandboxError::NotFound(reason) => AttemptError::Expired(reason),
+                other => AttemptError::Failed(format!("connect failed: {other}")),
+            })?;
+
+        let preview_url = match self.answering_preview(job).await {
+            Some(url) => url,
+            None => self.restart_dev_server(sandbox_id, job).await?,
+        };
+
+        // The backstop counts from now, when the preview is known to answer.
+        if let Err(error) = runtime
+            .set_timeout(sandbox_id, self.config.provider_timeout)
+            .await
+        {
+            tracing::warn!(error = %error, "could not set the provider timeout backstop");
+        }
+        Ok(preview_url)
+    }
+
+    /// The recorded preview, when it answers within the short check deadline.
+    async fn answering_preview(&self, job: &Job) -> Option<String> {
+        let url = job.preview_url.as_deref()?;
+        let up = wait_until_up(
+            self.deps.probe.as_ref(),
+            url,
+            self.config.preview_check_deadline,
+            self.config.probe_interval,
+        )
+        .await;
+        up.map(|_| url.to_owned())
+    }
+
+    /// Restarts the dev server of the detected framework, reinstalling only when node_modules is gone.
+    async fn restart_dev_server(
+        &self,
+        sandbox_id: &SandboxId,
+        job: &Job,
+    ) -> Result<String, AttemptError> {
+        let runtime = self.deps.runtime.as_ref();
+        let failed = |what: &str, e: SandboxError| AttemptError::Failed(format!("{what}: {e}"));
+        let workspace = job
+            .workspace_path
+            .clone()
+            .unwrap_or_else(|| runtime.workspace_path());
+
+        let text = runtime
+            .read_file(sandbox_id, "package.json")
+            .await
+            .map_err(|e| failed("could not read package.json", e))?;
+        let facts = self
+            .deps
+            .package_json
+            .parse(&String::from_utf8_lossy(&text))
+            .map_err(|e| AttemptError::Failed(e.to_string()))?;
+        let dev = framework::detect(&facts);
+
+        if facts.needs_install() && !self.node_modules_present(sandbox_id, &workspace).await? {
+            tracing::info!("node_modules is missing; reinstalling dependencies");
+            let out = runtime
+                .run(
+                    sandbox_id,
+                    CommandSpec::new(
+                        "npm install --no-audit --no-fund",
+                        self.config.install_timeout,
+                    )
+                    .cwd(workspace.clone()),
+                )
+                .await
+                .map_err(|e| failed("npm install failed", e))?;
+            if !out.success() {
+                let tail: String = out.stderr.chars().take(500).collect();
+                return Err(AttemptError::Failed(format!(
+                    "npm install exited with {}: {tail}",
+                    out.exit_code
+                )));
+            }
+        }
+
+        tracing::info!(framework = ?dev.framework, port = dev.port, "restarting the dev server");
+        runtime
+            .run_background(
+                sandbox_id,
+                CommandSpec::new(dev.command, self.config.readiness_deadline)
+                    .cwd(workspace)
+                    .env("PORT", dev.port.to_string()),
+            )
+            .await
+            .map_err(|e| failed("could not start the dev server", e))?;
+        let url = runtime
+            .preview_url(sandbox_id, dev.port)
+            .await
+            .map_err(|e| failed("no preview url", e))?;
+        wait_until_up(
+            self.deps.probe.as_ref(),
+            &url,
+            self.config.readiness_deadline,
+            self.config.probe_interval,
+        )
+        .await
+        .ok_or_else(|| {
+            AttemptError::Failed(format!(
+                "the dev server did not answer within {:?}",
+                self.config.readiness_deadline
+            ))
+        })?;
+        Ok(url)
+    }
+
+    async fn node_modules_present(
+        &self,
+        sandbox_id: &SandboxId,
+        workspace: &str,
+    ) -> Result<bool, AttemptError> {
+        let out = self
+            .deps
+            .runtime
+            .run(
+                sandbox_id,
+                CommandSpec::new("test -d node_modules", Duration::from_secs(10)).cwd(workspace),
+            )
+            .await
+            .map_err(|e| AttemptError::Failed(format!("could not look for node_modules: {e}")))?;
+        Ok(out.success())
+    }
+}

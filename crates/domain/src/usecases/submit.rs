@@ -1,0 +1,205 @@
+//! Submitting a build: ownership, the queue cap, the daily limit, the durable row, the live view, the queue.
+//!
+//! Postgres is written first (the system of record), then the Redis hash, then the queue. The queue's
+//! atomic enqueue is the authority on the cap: when it refuses, the row that was just inserted is failed
+//! (compare-and-set) so that no job is left `queued` without being in the queue.
+
+use chrono::Utc;
+use tracing::{field, Span};
+
+use crate::ports::{
+    DailyUsage, JobQueue, JobRepository, LiveJobStore, QueueError, QueuedJob, RepoError,
+    StoreError, TransitionOutcome, TransitionUpdate, UsageCounters,
+};
+use crate::{Job, JobEvent, JobGoal, JobId, JobStatus, NewJob, ProjectId, Tier, TierTable, UserId};
+
+/// The status message of a job past its tier's daily limit.
+pub const SCHEDULED_MESSAGE: &str = "Scheduled for tomorrow";
+
+/// What submitting needs.
+#[derive(Clone, Copy)]
+pub struct SubmitDeps<'a> {
+    pub repo: &'a dyn JobRepository,
+    pub live: &'a dyn LiveJobStore,
+    pub queue: &'a dyn JobQueue,
+    pub usage: &'a dyn UsageCounters,
+    pub tiers: &'a TierTable,
+}
+
+/// An accepted submission.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted {
+    /// As inserted: `queued`, or `scheduled` past the daily limit.
+    pub job: Job,
+    /// The version the build will get when it is READY (a prediction).
+    pub build_version: String,
+    /// Today's usage, this job included.
+    pub usage: DailyUsage,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SubmitError {
+    /// The project does not exist or belongs to someone else.
+    #[error("project not found")]
+    ProjectNotFound,
+    /// The queue is at its cap; nothing is left queued.
+    #[error("system busy; retry in {retry_after_minutes} minutes")]
+    Busy { retry_after_minutes: u32 },
+    #[error("job repository failed")]
+    Repo(#[source] RepoError),
+    #[error("usage counters failed")]
+    Usage(#[source] StoreError),
+    #[error("job queue failed")]
+    Queue(#[source] QueueError),
+}
+
+/// The message a job refused at the cap is failed with (and the 503's detail).
+pub fn busy_message(retry_after_minutes: u32) -> String {
+    format!("System busy. Try again in {retry_after_minutes} minutes.")
+}
+
+/// How long to wait when `pending` jobs are queued against a cap of `cap` (two minutes per five jobs
+/// over, at least one minute).
+pub fn retry_after_minutes(pending: usize, cap: usize) -> u32 {
+    let over = pending.saturating_sub(cap) + 1;
+    u32::try_from(over * 2 / 5).unwrap_or(u32::MAX).max(1)
+}
+
+/// Submits a build of `project_id` for `user`.
+#[tracing::instrument(
+    skip_all,
+    fields(user_id = %user, project_id = %project_id, tier = %tier, job_id = field::Empty),
+    err
+)]
+pub async fn submit_job(
+    deps: SubmitDeps<'_>,
+    user: &UserId,
+    tier: Tier,
+    project_id: ProjectId,
+    goal: JobGoal,
+) -> Result<Submitted, SubmitError> {
+    deps.repo
+        .get_project_for_user(project_id, user)
+        .await
+        .map_err(SubmitError::Repo)?
+        .ok_or(SubmitError::ProjectNotFound)?;
+
+    // A cheap early refusal, before a row or a usage count is spent; the enqueue below stays the authority.
+    let pending = deps.queue.pending_len().await.map_err(SubmitError::Queue)?;
+    if pending >= deps.tiers.queue_cap {
+        return Err(SubmitError::Busy {
+            retry_after_minutes: retry_after_minutes(pending, deps.tiers.queue_cap),
+        });
+    }
+
+    let limit = deps.tiers.limits(tier).daily_jobs;
+    let usage = deps
+        .usage
+        .record_job(user, limit)
+        .await
+        .map_err(SubmitError::Usage)?;
+    let scheduled = usage.used > usage.limit;
+
+    let build_version = deps
+        .repo
+        .predicted_build_version(project_id)
+        .await
+        .map_err(SubmitError::Repo)?;
+
+    let id = JobId::new();
+    Span::current().record("job_id", field::display(id));
+    let (status, status_message) = if scheduled {
+        (JobStatus::Scheduled, Some(SCHEDULED_MESSAGE.to_owned()))
+    } else {
+        (JobStatus::Queued, None)
+    };
+    let job = deps
+        .repo
+        .insert_job(&NewJob {
+            id,
+            project_id,
+            user_id: user.clone(),
+            tier,
+            goal,
+            status,
+            status_message,
+        })
+        .await
+        .map_err(SubmitError::Repo)?;
+
+    // The hash is a view that the status route rebuilds from Postgres when it is missing.
+    if let Err(error) = deps.live.save(&job).await {
+        tracing::warn!(error = %error, "live job hash not written; status will fall back to postgres");
+    }
+
+    if scheduled {
+        return Ok(Submitted {
+            job,
+            build_version,
+            usage,
+        });
+    }
+
+    let queued = QueuedJob {
+        job_id: id,
+        user_id: user.clone(),
+        project_id,
+        tier,
+    };
+    match deps.queue.enqueue(&queued).await {
+        Ok(()) => Ok(Submitted {
+            job,
+            build_version,
+            usage,
+        }),
+        Err(QueueError::Full {
+            retry_after_minutes,
+        }) => {
+            fail_unqueued(deps, &job, &busy_message(retry_after_minutes)).await?;
+            Err(SubmitError::Busy {
+                retry_after_minutes,
+            })
+        }
+        Err(other) => {
+            fail_unqueued(deps, &job, "Queue unavailable").await?;
+            Err(SubmitError::Queue(other))
+        }
+    }
+}
+
+/// Fails a job the queue refused, so it does not stay `queued` outside the queue.
+async fn fail_unqueued(deps: SubmitDeps<'_>, job: &Job, message: &str) -> Result<(), SubmitError> {
+    let update = TransitionUpdate {
+        message: Some(message.to_owned()),
+        error_message: Some(message.to_owned()),
+        ..TransitionUpdate::default()
+    };
+    let outcome = deps
+        .repo
+        .transition(job.id, JobStatus::Queued, JobStatus::Failed, update)
+        .await
+        .map_err(SubmitError::Repo)?;
+    match outcome {
+        TransitionOutcome::Applied(failed) => {
+            let event = JobEvent {
+                job_id: failed.id,
+                status: failed.status,
+                message: message.to_owned(),
+                preview_url: None,
+                timestamp: Utc::now(),
+            };
+            if let Err(error) = deps.live.save_and_publish(&failed, &event).await {
+                tracing::warn!(error = %error, "live job hash not updated after refusal");
+            }
+        }
+        // Nobody else can hold a job that never reached the queue; log it rather than guess.
+        TransitionOutcome::Conflict { current } => {
+            tracing::warn!(current = ?current, "refused job was no longer queued");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "submit_tests.rs"]
+mod tests;
