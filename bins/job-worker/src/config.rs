@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use domain::usecases::pipeline::PipelineConfig;
+use domain::usecases::reconcile::ReconcileConfig;
 use domain::PausePolicy;
 
 use crate::worker::WorkerSettings;
@@ -180,6 +181,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(10..))]
     pub poll_interval_ms: u64,
 
+    /// A resumed sandbox is paused again after this many seconds without preview activity.
+    #[arg(long, env = "IDLE_PAUSE_SECS", default_value_t = 600)]
+    pub idle_pause_secs: u64,
+
+    /// Seconds between two reconciler passes (0 turns the reconciler off in this process).
+    #[arg(long, env = "RECONCILE_INTERVAL_SECS", default_value_t = 15)]
+    pub reconcile_interval_secs: u64,
+
     /// This worker's name on its leases (default `<hostname>-<pid>`).
     #[arg(long, env = "WORKER_ID")]
     pub worker_id: Option<String>,
@@ -207,6 +216,17 @@ impl Config {
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             pipeline,
+        }
+    }
+}
+
+impl Config {
+    /// The reconciler's policy: the pause policy and idle time of this deployment, defaults otherwise.
+    pub fn reconcile_config(&self) -> ReconcileConfig {
+        ReconcileConfig {
+            pause_policy: self.pause_policy,
+            idle_pause_after: Duration::from_secs(self.idle_pause_secs),
+            ..ReconcileConfig::default()
         }
     }
 }

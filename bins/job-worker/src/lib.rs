@@ -1,19 +1,22 @@
 //! The job-worker: takes jobs off the Redis queue, up to `WORKER_CONCURRENCY` at a time, and runs the
 //! domain's build pipeline on each (which pauses the sandbox after READY). Leases are kept alive by
 //! heartbeats that also notice a cancel; on shutdown no new job is taken, running builds get a grace
-//! period, and the rest are stopped and their jobs given back to the queue.
+//! period, and the rest are stopped and their jobs given back to the queue. Beside the builds runs the
+//! reconciler, which keeps our records true to the provider's and the queue true to Postgres.
 //!
 //! This crate holds configuration, wiring and the run loop only: the business rules live in `domain`.
 
 pub mod config;
 mod job;
 pub mod package_json;
+mod reconciler;
 pub mod telemetry;
 pub mod wiring;
 mod worker;
 
 pub use config::Config;
 pub use package_json::JsonPackageParser;
+pub use reconciler::run_reconciler;
 pub use worker::{run, WorkerDeps, WorkerSettings};
 
 use tokio_util::sync::CancellationToken;

@@ -1,6 +1,7 @@
 //! The job-worker binary: configuration, telemetry, adapters, then build jobs until SIGTERM or Ctrl-C.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -20,8 +21,23 @@ async fn main() -> ExitCode {
         "starting job-worker"
     );
     let run = async {
-        let deps = wiring::build(&config).await?;
-        job_worker::run(deps, settings, job_worker::shutdown_on_signal()).await
+        let wired = wiring::build_all(&config).await?;
+        let shutdown = job_worker::shutdown_on_signal();
+        let reconcile = async {
+            if config.reconcile_interval_secs > 0 {
+                let every = Duration::from_secs(config.reconcile_interval_secs);
+                job_worker::run_reconciler(wired.reconciler, wired.lock, every, shutdown.clone())
+                    .await;
+            }
+        };
+        let builds = async {
+            let result = job_worker::run(wired.worker, settings, shutdown.clone()).await;
+            // However the build loop ended, the reconciler stops with it.
+            shutdown.cancel();
+            result
+        };
+        let (built, ()) = tokio::join!(builds, reconcile);
+        built
     };
     match run.await {
         Ok(()) => ExitCode::SUCCESS,

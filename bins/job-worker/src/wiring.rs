@@ -4,20 +4,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use domain::ports::{CodeGenerator, SandboxRuntime};
+use domain::ports::{CodeGenerator, JobQueue, SandboxRuntime, StepLock};
 use domain::usecases::pipeline::PipelineDeps;
+use domain::usecases::reconcile::{ReconcileDeps, Reconciler};
 use domain::TierTable;
 use infra_e2b::{ApiKey, E2bConfig, E2bRuntime, HttpPreviewProbe};
 use infra_local::{CommandGenerator, LocalRuntime, TemplateGenerator};
 use infra_pg::PgJobRepository;
-use infra_redis::{RedisLiveStore, RedisQueue};
+use infra_redis::{RedisLiveStore, RedisQueue, RedisStepLock};
 
 use crate::config::{Config, GeneratorKind, RuntimeKind};
 use crate::package_json::JsonPackageParser;
 use crate::worker::WorkerDeps;
 
+/// Everything `main` runs: the build loop's adapters and the reconciler with its step lock.
+pub struct Wired {
+    pub worker: WorkerDeps,
+    pub reconciler: Arc<Reconciler>,
+    pub lock: Arc<dyn StepLock>,
+}
+
 /// Connects to Postgres and Redis and builds the runtime, generator and probe the configuration names.
 pub async fn build(config: &Config) -> anyhow::Result<WorkerDeps> {
+    Ok(build_all(config).await?.worker)
+}
+
+/// [`build`], plus the reconciler over the same adapters and a Redis step lock.
+pub async fn build_all(config: &Config) -> anyhow::Result<Wired> {
     let pool = infra_pg::connect(config.database_url.expose())
         .await
         .context("could not connect to postgres (DATABASE_URL)")?;
@@ -34,8 +47,25 @@ pub async fn build(config: &Config) -> anyhow::Result<WorkerDeps> {
         package_parser: Arc::new(JsonPackageParser),
     };
     // The slot limits must be the api-server's: both use the domain's tier table.
-    let queue = Arc::new(RedisQueue::new(redis, prefix, TierTable::default()));
-    Ok(WorkerDeps { pipeline, queue })
+    let queue: Arc<dyn JobQueue> = Arc::new(RedisQueue::new(
+        redis.clone(),
+        prefix.clone(),
+        TierTable::default(),
+    ));
+    let reconciler = Reconciler::new(
+        ReconcileDeps {
+            repo: pipeline.repo.clone(),
+            live: pipeline.live.clone(),
+            queue: queue.clone(),
+            runtime: pipeline.runtime.clone(),
+        },
+        config.reconcile_config(),
+    );
+    Ok(Wired {
+        worker: WorkerDeps { pipeline, queue },
+        reconciler: Arc::new(reconciler),
+        lock: Arc::new(RedisStepLock::new(redis, prefix)),
+    })
 }
 
 fn runtime(config: &Config) -> anyhow::Result<Arc<dyn SandboxRuntime>> {
