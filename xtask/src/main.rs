@@ -1,1 +1,66 @@
-fn main() {}
+//! Slipway's project automation, in Rust rather than shell: `cargo xtask <command>` (an alias in
+//! `.cargo/config.toml` runs this binary).
+//!
+//! - `migrate [status|down [N]]`: the database schema, from the embedded `migrations/`.
+//! - `test [ARGS]`: make sure Postgres and Redis are there (starting private ones if not), then run the
+//!   workspace's tests.
+//! - `ci`: formatting, clippy and `test`, as CI runs them.
+//! - `dev`: services, schema, and both binaries running locally, with a ready-to-use dev token.
+//! - `bench [--quick]`: the benchmark of issue 7; writes `target/bench/report.md` and `report.json`.
+//!
+//! Every command prints one `error: …` line and exits non-zero when it fails.
+
+mod bench;
+mod dev;
+mod migrate;
+mod run;
+mod services;
+mod test;
+mod token;
+mod workspace;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Slipway's project automation.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply pending migrations (or `status`, `down [N]`).
+    Migrate(migrate::MigrateArgs),
+    /// Ensure Postgres and Redis, then run the workspace's tests; extra arguments go to the test runner.
+    Test(test::TestArgs),
+    /// `cargo fmt --check`, clippy with warnings denied, then `test`.
+    Ci,
+    /// Run api-server and job-worker locally against Postgres and Redis until Ctrl-C.
+    Dev,
+    /// Measure Slipway against baselines taken in the same run; writes target/bench/report.{md,json}.
+    Bench(bench::BenchArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Migrate(args) => migrate::run(args).await,
+        Command::Test(args) => test::run(args).await,
+        Command::Ci => test::ci().await,
+        Command::Dev => dev::run().await,
+        Command::Bench(args) => bench::run(args).await,
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(err) => {
+            // `{:#}` puts the whole context chain on one line: the one clear line the user reads.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,21 @@
-fn main() {}
+//! The api-server binary: configuration, telemetry, adapters, then serve until SIGTERM.
+
+use clap::Parser;
+use tokio::net::TcpListener;
+
+use api_server::{telemetry, wiring, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    telemetry::init(config.log_format);
+    tracing::info!(
+        addr = %config.api_addr,
+        runtime = ?config.sandbox_runtime,
+        redis_prefix = %config.redis_prefix,
+        "starting api-server"
+    );
+    let state = wiring::build_state(&config).await?;
+    let listener = TcpListener::bind(config.api_addr).await?;
+    api_server::run(listener, state, api_server::shutdown_signal()).await
+}

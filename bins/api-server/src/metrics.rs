@@ -1,0 +1,78 @@
+//! Prometheus metrics: requests by route and status, latency histograms, jobs submitted and cancelled, and
+//! jobs by status (counted at scrape time).
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use domain::JobStatus;
+
+const REQUESTS: &str = "http_requests_total";
+const LATENCY: &str = "http_request_duration_seconds";
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Installs the process-wide recorder once; later calls (several apps in one test process) share it.
+pub fn install() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(LATENCY.into()), LATENCY_BUCKETS)
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            match metrics::set_global_recorder(recorder) {
+                Ok(()) => Some(handle),
+                Err(error) => {
+                    tracing::warn!(error = %error, "a metrics recorder is already installed");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// Middleware: counts and times each request under its route template (never the raw path, whose ids
+/// would explode the label set).
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(LATENCY, "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+pub fn job_submitted(status: JobStatus) {
+    metrics::counter!("slipway_jobs_submitted_total", "status" => status.as_str()).increment(1);
+}
+
+pub fn job_cancelled() {
+    metrics::counter!("slipway_jobs_cancelled_total").increment(1);
+}
+
+/// Sets the `slipway_jobs{status}` gauge; statuses without jobs read 0.
+pub fn set_job_counts(counts: &[(String, i64)]) {
+    for status in JobStatus::ALL {
+        let n = counts
+            .iter()
+            .find(|(s, _)| s == status.as_str())
+            .map_or(0, |(_, n)| *n);
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("slipway_jobs", "status" => status.as_str()).set(n as f64);
+    }
+}

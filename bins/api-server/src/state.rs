@@ -1,0 +1,87 @@
+//! What every handler shares: the ports as trait objects, the verifier, the limits and the shutdown signal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+use domain::ports::{
+    JobQueue, JobRepository, LiveJobStore, PreviewProbe, SandboxRuntime, UsageCounters,
+};
+use domain::usecases::activity::Activity;
+use domain::usecases::cancel::CancelDeps;
+use domain::usecases::resume::ResumeService;
+use domain::usecases::snapshot::SnapshotService;
+use domain::usecases::submit::SubmitDeps;
+use domain::TierTable;
+
+use crate::auth::JwtVerifier;
+
+/// One dependency's answer to a readiness probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: &'static str,
+    /// `Err` holds the reason, for the log (the response only says which dependency failed).
+    pub result: Result<(), String>,
+}
+
+/// Readiness and cheap operational counts, straight from the backing services.
+#[async_trait]
+pub trait HealthCheck: Send + Sync {
+    /// Pings each dependency (Postgres `SELECT 1`, Redis `PING`).
+    async fn check(&self) -> Vec<Check>;
+
+    /// Jobs per status, for the `slipway_jobs` gauge; `None` when it cannot be counted now.
+    async fn job_counts(&self) -> Option<Vec<(String, i64)>>;
+}
+
+/// The handlers' shared state: small, cloned per request.
+#[derive(Clone)]
+pub struct AppState {
+    pub repo: Arc<dyn JobRepository>,
+    pub live: Arc<dyn LiveJobStore>,
+    pub queue: Arc<dyn JobQueue>,
+    pub usage: Arc<dyn UsageCounters>,
+    pub sandbox: Arc<dyn SandboxRuntime>,
+    pub probe: Arc<dyn PreviewProbe>,
+    pub health: Arc<dyn HealthCheck>,
+    /// Resume (single-flight per job, bounded in time).
+    pub resume: ResumeService,
+    /// Snapshot (pause on request).
+    pub snapshot: SnapshotService,
+    /// Notes preview activity, which keeps a resumed sandbox awake.
+    pub activity: Activity,
+    pub auth: Arc<JwtVerifier>,
+    pub tiers: Arc<TierTable>,
+    /// `None` when another recorder owns the process (the route then answers 503).
+    pub metrics: Option<PrometheusHandle>,
+    /// Cancelled when the server shuts down, so that event streams end and connections can drain.
+    pub shutdown: CancellationToken,
+    /// Deadline of one request (event streams excepted).
+    pub request_timeout: Duration,
+    /// Interval of the SSE heartbeat comment.
+    pub sse_heartbeat: Duration,
+}
+
+impl AppState {
+    pub fn submit_deps(&self) -> SubmitDeps<'_> {
+        SubmitDeps {
+            repo: self.repo.as_ref(),
+            live: self.live.as_ref(),
+            queue: self.queue.as_ref(),
+            usage: self.usage.as_ref(),
+            tiers: &self.tiers,
+        }
+    }
+
+    pub fn cancel_deps(&self) -> CancelDeps<'_> {
+        CancelDeps {
+            repo: self.repo.as_ref(),
+            live: self.live.as_ref(),
+            queue: self.queue.as_ref(),
+            sandbox: self.sandbox.as_ref(),
+        }
+    }
+}

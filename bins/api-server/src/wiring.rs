@@ -1,0 +1,210 @@
+//! Connecting the real adapters (Postgres, Redis, the sandbox runtime, the preview probe) into an
+//! [`AppState`]. Tests use [`assemble`] with their own runtime and probe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use fred::prelude::ClientLike;
+use infra_pg::{PgJobRepository, PgPool};
+use infra_redis::{Client, RedisLiveStore, RedisQueue, RedisUsage};
+use tokio_util::sync::CancellationToken;
+
+use domain::ports::{PreviewProbe, SandboxRuntime};
+use domain::usecases::activity::Activity;
+use domain::usecases::resume::{ResumeConfig, ResumeDeps, ResumeService};
+use domain::usecases::snapshot::{SnapshotConfig, SnapshotDeps, SnapshotService};
+use domain::TierTable;
+
+use crate::auth::{AuthConfig, JwtVerifier};
+use crate::config::{Config, RuntimeKind};
+use crate::package_json::JsonPackageParser;
+use crate::state::{AppState, Check, HealthCheck};
+
+/// A readiness probe gets this long per dependency.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What [`assemble`] builds the state from.
+pub struct Parts {
+    pub pool: PgPool,
+    pub redis: Client,
+    pub redis_prefix: String,
+    pub tiers: TierTable,
+    pub auth: JwtVerifier,
+    pub sandbox: Arc<dyn SandboxRuntime>,
+    pub probe: Arc<dyn PreviewProbe>,
+    pub request_timeout: Duration,
+    pub sse_heartbeat: Duration,
+}
+
+/// Builds the state over a connected pool and Redis client.
+pub fn assemble(parts: Parts) -> AppState {
+    let tiers = Arc::new(parts.tiers);
+    let repo: Arc<dyn domain::ports::JobRepository> =
+        Arc::new(PgJobRepository::new(parts.pool.clone()));
+    let live: Arc<dyn domain::ports::LiveJobStore> = Arc::new(RedisLiveStore::new(
+        parts.redis.clone(),
+        parts.redis_prefix.clone(),
+    ));
+    let resume = ResumeService::new(
+        ResumeDeps {
+            repo: repo.clone(),
+            live: live.clone(),
+            runtime: parts.sandbox.clone(),
+            probe: parts.probe.clone(),
+            package_json: Arc::new(JsonPackageParser),
+        },
+        ResumeConfig::default(),
+    );
+    let snapshot = SnapshotService::new(
+        SnapshotDeps {
+            repo: repo.clone(),
+            live: live.clone(),
+            runtime: parts.sandbox.clone(),
+        },
+        SnapshotConfig::default(),
+    );
+    AppState {
+        activity: Activity::new(repo.clone()),
+        repo,
+        live,
+        queue: Arc::new(RedisQueue::new(
+            parts.redis.clone(),
+            parts.redis_prefix.clone(),
+            (*tiers).clone(),
+        )),
+        usage: Arc::new(RedisUsage::new(parts.redis.clone(), parts.redis_prefix)),
+        sandbox: parts.sandbox,
+        probe: parts.probe,
+        health: Arc::new(BackendHealth {
+            pool: parts.pool,
+            redis: parts.redis,
+        }),
+        resume,
+        snapshot,
+        auth: Arc::new(parts.auth),
+        tiers,
+        metrics: crate::metrics::install(),
+        shutdown: CancellationToken::new(),
+        request_timeout: parts.request_timeout,
+        sse_heartbeat: parts.sse_heartbeat,
+    }
+}
+
+/// Connects everything the configuration names. Fails at start, naming what is wrong.
+pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
+    let auth = JwtVerifier::new(AuthConfig {
+        hs256_secret: config
+            .jwt_hs256_secret
+            .as_ref()
+            .map(|s| s.expose().to_owned()),
+        rsa_pem: config.jwt_public_key_pem.clone(),
+        jwks_url: config.jwt_jwks_url.clone(),
+        issuer: config.jwt_issuer.clone(),
+        audience: config.jwt_audience.clone(),
+        azp: config.jwt_azp.clone(),
+    })?;
+    let pool = infra_pg::connect(config.database_url.expose())
+        .await
+        .context("connecting to postgres (DATABASE_URL)")?;
+    let redis = infra_redis::connect(config.redis_url.expose())
+        .await
+        .context("connecting to redis (REDIS_URL)")?;
+    let probe = infra_e2b::HttpPreviewProbe::new().context("building the preview probe")?;
+    Ok(assemble(Parts {
+        pool,
+        redis,
+        redis_prefix: config.redis_prefix.clone(),
+        tiers: config.tiers(),
+        auth,
+        sandbox: sandbox_runtime(config)?,
+        probe: Arc::new(probe),
+        request_timeout: config.request_timeout(),
+        sse_heartbeat: crate::SSE_HEARTBEAT,
+    }))
+}
+
+fn sandbox_runtime(config: &Config) -> anyhow::Result<Arc<dyn SandboxRuntime>> {
+    match config.sandbox_runtime {
+        RuntimeKind::Local => {
+            let runtime = infra_local::LocalRuntime::new(config.local_sandbox_root.clone())
+                .with_context(|| {
+                    format!(
+                        "LOCAL_SANDBOX_ROOT {} is not usable",
+                        config.local_sandbox_root.display()
+                    )
+                })?;
+            Ok(Arc::new(runtime))
+        }
+        RuntimeKind::E2b => {
+            let key = config
+                .e2b_api_key
+                .as_ref()
+                .context("E2B_API_KEY is required with SANDBOX_RUNTIME=e2b")?;
+            let mut e2b = infra_e2b::E2bConfig::new(
+                infra_e2b::ApiKey::new(key.expose()),
+                config.e2b_template.clone(),
+            );
+            e2b.api_url.clone_from(&config.e2b_api_url);
+            e2b.domain.clone_from(&config.e2b_domain);
+            e2b.sandbox_url.clone_from(&config.e2b_sandbox_url);
+            let runtime = infra_e2b::E2bRuntime::new(e2b).context("building the E2B client")?;
+            Ok(Arc::new(runtime))
+        }
+    }
+}
+
+/// Pings Postgres and Redis; counts jobs by status.
+struct BackendHealth {
+    pool: PgPool,
+    redis: Client,
+}
+
+#[async_trait]
+impl HealthCheck for BackendHealth {
+    async fn check(&self) -> Vec<Check> {
+        let pg = tokio::time::timeout(
+            CHECK_TIMEOUT,
+            sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&self.pool),
+        )
+        .await;
+        let redis = tokio::time::timeout(CHECK_TIMEOUT, self.redis.ping::<String>(None)).await;
+        vec![
+            Check {
+                name: "postgres",
+                result: flatten(pg).map(drop),
+            },
+            Check {
+                name: "redis",
+                result: flatten(redis).map(drop),
+            },
+        ]
+    }
+
+    async fn job_counts(&self) -> Option<Vec<(String, i64)>> {
+        let rows = tokio::time::timeout(
+            CHECK_TIMEOUT,
+            sqlx::query_as::<_, (String, i64)>("SELECT status, count(*) FROM jobs GROUP BY status")
+                .fetch_all(&self.pool),
+        )
+        .await;
+        match flatten(rows) {
+            Ok(rows) => Some(rows),
+            Err(reason) => {
+                tracing::warn!(reason = %reason, "jobs by status not counted");
+                None
+            }
+        }
+    }
+}
+
+fn flatten<T, E: std::fmt::Display>(
+    r: Result<Result<T, E>, tokio::time::error::Elapsed>,
+) -> Result<T, String> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_owned()),
+    }
+}

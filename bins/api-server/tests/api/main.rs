@@ -1,0 +1,13 @@
+//! HTTP-level tests of the api-server against real Postgres and Redis (one test binary).
+
+mod auth;
+mod bad_input;
+mod events;
+mod generation;
+mod health;
+mod helpers;
+mod jobs;
+mod lifecycle;
+mod projects;
+mod sse_reader;
+mod support;

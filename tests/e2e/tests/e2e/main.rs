@@ -1,0 +1,46 @@
+//! End-to-end tests: a job started over HTTP runs through the real api-server, job-worker, Postgres, Redis and
+//! sandbox runtime. Every scenario runs twice: `<scenario>_local` with `SANDBOX_RUNTIME=local`, and
+//! `<scenario>_e2b` with `SANDBOX_RUNTIME=e2b` pointed at the E2B-compatible local server, so that the
+//! production E2B client is exercised too.
+//!
+//! Needs Postgres (`DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`), Redis
+//! (`REDIS_URL`, default `redis://127.0.0.1:6379`) and `node`/`npm` on the `PATH`.
+
+mod cancel;
+mod failed_build;
+mod happy_path;
+mod harness;
+mod reconcile;
+mod resume;
+mod sse;
+
+/// Generates one test per runtime for a scenario `async fn(Mode)`.
+macro_rules! in_both_runtimes {
+    ($scenario:path => $local:ident, $e2b:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $local() {
+            $scenario(harness::Mode::Local).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $e2b() {
+            $scenario(harness::Mode::E2b).await;
+        }
+    };
+}
+
+in_both_runtimes!(happy_path::preview_serves_the_goal => happy_path_preview_local, happy_path_preview_e2b);
+in_both_runtimes!(happy_path::paused_after_ready => happy_path_paused_local, happy_path_paused_e2b);
+in_both_runtimes!(failed_build::bad_files_fail_and_kill_the_sandbox => failed_build_local, failed_build_e2b);
+in_both_runtimes!(cancel::cancel_during_build_leaves_no_sandbox => cancel_during_build_local, cancel_during_build_e2b);
+in_both_runtimes!(resume::resume_then_snapshot => resume_snapshot_local, resume_snapshot_e2b);
+in_both_runtimes!(resume::resume_of_an_expired_sandbox => resume_expired_local, resume_expired_e2b);
+in_both_runtimes!(reconcile::paused_behind_our_back_is_detected => drift_paused_behind_our_back_local, drift_paused_behind_our_back_e2b);
+in_both_runtimes!(reconcile::leaked_sandbox_is_killed => leaked_sandbox_killed_local, leaked_sandbox_killed_e2b);
+in_both_runtimes!(reconcile::idle_resumed_sandbox_is_paused_again => idle_repause_local, idle_repause_e2b);
+
+/// E2B server only: the local runtime has no faults to inject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_pause_retried_e2b() {
+    reconcile::failed_pause_is_retried(harness::Mode::E2b).await;
+}

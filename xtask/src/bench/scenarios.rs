@@ -1,0 +1,335 @@
+//! The four scenarios in order (status reads, events, job throughput, pause bookkeeping from the
+//! throughput run), and the report built from them.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use domain::ports::JobQueue;
+use domain::usecases::pipeline::PipelineDeps;
+use domain::{TierTable, UserId};
+use fred::prelude::Client;
+use infra_pg::PgJobRepository;
+use infra_redis::{Keys, RedisLiveStore, RedisQueue};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::instant_runtime::{InstantGenerator, InstantProbe, InstantRuntime, JsonPackageParser};
+use super::report::Table;
+use super::seed::{self, Stores};
+use super::stack::{ApiServer, DATABASE, SECRET};
+use super::stats::{redis_counters, settled_pg_counters, OWN_COMMITS};
+use super::worker::Worker;
+use super::{events, report, status_reads, throughput, Sizes};
+
+/// The user every bench token speaks for.
+const USER: &str = "bench-user";
+
+/// What the scenarios run against.
+pub struct Context<'a> {
+    pub sizes: &'a Sizes,
+    /// On the bench database.
+    pub pool: &'a PgPool,
+    /// On the server's `postgres` database (statistics).
+    pub admin: &'a PgPool,
+    pub redis: &'a Client,
+    pub redis_url: &'a Url,
+    pub database_url: &'a Url,
+    pub prefix: &'a str,
+    pub out_dir: &'a Path,
+}
+
+/// Runs every scenario and writes the report; returns how many targets were missed.
+pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
+    let sizes = cx.sizes;
+    let user = UserId::try_from(USER).context("the bench user id is invalid")?;
+    let token = crate::token::hs256(SECRET, USER, None, Duration::from_secs(3600))?;
+    let stores = Stores {
+        repo: Arc::new(PgJobRepository::new(cx.pool.clone())),
+        live: Arc::new(RedisLiveStore::new(cx.redis.clone(), cx.prefix)),
+    };
+    let mut table = Table::default();
+    let mut notes = Vec::new();
+
+    // 1. Status reads.
+    eprintln!("bench: seeding {} READY jobs", sizes.status_jobs);
+    let projects = seed::projects(&stores, &user, 10).await?;
+    let ready = seed::ready_jobs(&stores, &user, &projects, sizes.status_jobs).await?;
+    eprintln!(
+        "bench: status reads: {} connections for {:?}",
+        sizes.connections, sizes.status_duration
+    );
+    let load = status_reads::load(
+        &api.base,
+        &token,
+        &ready,
+        sizes.connections,
+        sizes.status_duration,
+    )
+    .await?;
+    let hash_key = Keys::new(cx.prefix).job(ready[0]);
+    let hgetall = status_reads::redis_hgetall(
+        cx.redis_url,
+        &hash_key,
+        sizes.connections,
+        sizes.hgetall_requests,
+    )
+    .await?;
+    let s = "status reads";
+    let read_ratio = load.rps / hgetall.rps;
+    table.info(
+        s,
+        "requests (errors)",
+        format!("{} ({})", load.requests, load.errors),
+    );
+    table.info(s, "status requests/s", format!("{:.0}", load.rps));
+    table.info(
+        s,
+        "redis-benchmark HGETALL requests/s",
+        format!("{:.0}", hgetall.rps),
+    );
+    table.check(
+        s,
+        "ratio status / HGETALL",
+        format!("{read_ratio:.2}"),
+        "≥ 0.5",
+        read_ratio >= 0.5,
+    );
+    table.info(s, "p50", ms(load.latency.p50_ms));
+    table.check(
+        s,
+        "p99",
+        ms(load.latency.p99_ms),
+        "≤ 5 ms",
+        load.latency.p99_ms <= 5.0,
+    );
+    table.info(s, "p99.9", ms(load.latency.p999_ms));
+    table.check(s, "errors", load.errors.to_string(), "0", load.errors == 0);
+
+    // 4. Events (before the throughput run, so the worker's traffic does not disturb it).
+    eprintln!("bench: events: {} streams", sizes.event_streams);
+    let mut streamed = Vec::with_capacity(sizes.event_streams);
+    for n in 0..sizes.event_streams {
+        streamed.push(
+            seed::queued_job(&stores, &user, projects[n % projects.len()])
+                .await?
+                .id,
+        );
+    }
+    let events = events::run(&api.base, &token, &stores, &streamed).await?;
+
+    // 2. Job throughput.
+    eprintln!(
+        "bench: throughput: {} jobs over {} projects, worker concurrency {}",
+        sizes.throughput_jobs, sizes.throughput_projects, sizes.worker_concurrency
+    );
+    let job_projects = seed::projects(&stores, &user, sizes.throughput_projects).await?;
+    let runtime = Arc::new(InstantRuntime::default());
+    // The worker's own pool, sized as job-worker's (a separate process in production).
+    let worker_pool = infra_pg::connect(cx.database_url.as_str())
+        .await
+        .context("cannot connect the worker to Postgres")?;
+    let worker_repo = Arc::new(PgJobRepository::new(worker_pool.clone()));
+    let queue: Arc<dyn JobQueue> = Arc::new(RedisQueue::new(
+        cx.redis.clone(),
+        cx.prefix,
+        TierTable::unlimited(),
+    ));
+    let worker = Worker {
+        repo: worker_repo.clone(),
+        queue,
+        deps: PipelineDeps {
+            repo: worker_repo,
+            live: Arc::new(RedisLiveStore::new(cx.redis.clone(), cx.prefix)),
+            runtime: runtime.clone(),
+            generator: Arc::new(InstantGenerator),
+            probe: Arc::new(InstantProbe),
+            package_parser: Arc::new(JsonPackageParser),
+        },
+        concurrency: sizes.worker_concurrency,
+    };
+    let pg_before = settled_pg_counters(cx.admin, cx.pool, DATABASE).await?;
+    let own_before = OWN_COMMITS.load(Ordering::Relaxed);
+    let redis_before = redis_counters(cx.redis).await?;
+    let stop = CancellationToken::new();
+    let worker_task = tokio::spawn(worker.run(stop.clone()));
+    let started = Instant::now();
+    let submitted =
+        throughput::submit(&api.base, &token, &job_projects, sizes.throughput_jobs).await;
+    let submit_s = started.elapsed().as_secs_f64();
+    let done = match submitted {
+        Ok(()) => {
+            throughput::wait_done(
+                cx.pool,
+                &job_projects,
+                sizes.throughput_jobs,
+                started,
+                submit_s,
+                sizes.job_deadline,
+            )
+            .await
+        }
+        Err(err) => Err(err),
+    };
+    let redis_after = redis_counters(cx.redis).await?;
+    stop.cancel();
+    worker_task.await.context("the bench worker panicked")?;
+    worker_pool.close().await;
+    let done = done?;
+    let (pauses, runtime_pause) = runtime.pause_stats();
+    let pause = throughput::pause_delays(cx.pool, &job_projects, runtime_pause).await?;
+    let pg_after = settled_pg_counters(cx.admin, cx.pool, DATABASE).await?;
+    let own = OWN_COMMITS.load(Ordering::Relaxed) - own_before;
+    let pg = pg_after.minus(pg_before);
+    let redis = redis_after.minus(&redis_before);
+    let jobs = done.jobs as f64;
+    let commits_per_job = (pg.xact_commit - own) as f64 / jobs;
+    let pgbench =
+        throughput::pgbench(cx.pool, cx.database_url, cx.out_dir, sizes.pgbench_seconds).await?;
+    let limit = pgbench.tps / commits_per_job;
+    let throughput_ratio = done.jobs_per_s / limit;
+    let s = "job throughput";
+    table.info(
+        s,
+        "jobs READY and paused (failed)",
+        format!("{} of {} ({})", done.ready_paused, done.jobs, done.failed),
+    );
+    table.check(
+        s,
+        "jobs/s",
+        format!("{:.0}", done.jobs_per_s),
+        "≥ 500",
+        done.jobs_per_s >= 500.0,
+    );
+    table.info(
+        s,
+        "Postgres commits per job",
+        format!("{commits_per_job:.1}"),
+    );
+    table.info(
+        s,
+        "Postgres rows written per job",
+        per(pg.rows_written, jobs),
+    );
+    table.info(
+        s,
+        "Postgres table scans per job (statements, lower bound)",
+        per(pg.scans, jobs),
+    );
+    table.info(s, "Redis commands per job", per(redis.total_commands, jobs));
+    table.info(
+        s,
+        "pgbench one-row UPDATE TPS",
+        format!("{:.0}", pgbench.tps),
+    );
+    table.info(
+        s,
+        "Postgres limit jobs/s (TPS ÷ commits per job)",
+        format!("{limit:.0}"),
+    );
+    table.check(
+        s,
+        "ratio jobs/s ÷ limit",
+        format!("{throughput_ratio:.2}"),
+        "≥ 0.5",
+        throughput_ratio >= 0.5,
+    );
+
+    let s = "pause bookkeeping";
+    table.info(s, "jobs measured", pause.samples.to_string());
+    table.info(s, "p50", ms(pause.p50_ms));
+    table.check(s, "p99", ms(pause.p99_ms), "≤ 5 ms", pause.p99_ms <= 5.0);
+
+    let s = "events";
+    table.info(
+        s,
+        "streams open (delivered)",
+        format!("{} ({})", events.streams, events.delivered),
+    );
+    table.info(s, "p50", ms(events.latency.p50_ms));
+    table.check(
+        s,
+        "p99",
+        ms(events.latency.p99_ms),
+        "≤ 10 ms",
+        events.latency.p99_ms <= 10.0,
+    );
+    table.check(
+        s,
+        "missing events",
+        events.missing.to_string(),
+        "0",
+        events.missing == 0,
+    );
+
+    let rss = api.peak_rss_mib();
+    table.check(
+        "status reads",
+        "api-server peak RSS (whole run)",
+        rss.map_or_else(|| "unknown".to_owned(), |mib| format!("{mib:.1} MiB")),
+        "≤ 50 MB",
+        rss.is_some_and(|mib| mib * 1.048_576 <= 50.0),
+    );
+
+    notes.push(format!(
+        "Mode {}; {} CPUs; the load generator, api-server, worker, Postgres and Redis share them.",
+        sizes.mode,
+        std::thread::available_parallelism().map_or(0, usize::from)
+    ));
+    notes.push(format!(
+        "Status reads: {} READY jobs read in turn by {} keep-alive HTTP/1.1 connections for {:.1} s; \
+         redis-benchmark -c {} -n {} HGETALL on one of their hashes.",
+        ready.len(),
+        load.connections,
+        load.duration_s,
+        sizes.connections,
+        hgetall.requests
+    ));
+    notes.push(format!(
+        "Job throughput: from the first POST /api/generation/start to the last job READY with \
+         sandbox_paused true in Postgres ({:.2} s, of which submitting {:.2} s); worker in-process \
+         (domain run_build over the Redis queue, instant runtime, concurrency {}). Commits from \
+         pg_stat_database.xact_commit of {DATABASE} minus the bench's own {own} queries; \
+         pg_stat_statements is not loaded, so statements are bounded below by table scans. Redis \
+         commands from INFO total_commands_processed (server-wide: other clients of the same Redis \
+         are included).",
+        done.total_s, done.submit_s, sizes.worker_concurrency
+    ));
+    notes.push(format!(
+        "Pause bookkeeping: per job paused_at − completed_at, both stamped by Postgres (READY write to \
+         paused write), minus the instant runtime's mean pause time ({} pauses, {:?} each).",
+        pauses, runtime_pause
+    ));
+    notes.push(
+        "Events: every stream received its snapshot first; then each job moved queued → starting \
+         (Postgres compare-and-set, then the Redis hash and event, stamped just before publishing); the \
+         delay is arrival time − the event's timestamp."
+            .to_owned(),
+    );
+
+    let raw = serde_json::json!({
+        "sizes": sizes,
+        "status_reads": {"load": load, "hgetall": hgetall, "ratio": read_ratio, "api_peak_rss_mib": rss},
+        "throughput": {
+            "run": done, "postgres": pg, "own_commits": own, "commits_per_job": commits_per_job,
+            "redis_commands": redis, "pgbench": pgbench, "limit_jobs_per_s": limit, "ratio": throughput_ratio,
+        },
+        "pause": {"latency": pause, "runtime_pauses": pauses, "runtime_pause_mean_ns": runtime_pause.as_nanos() as u64},
+        "events": events,
+    });
+    let title = format!("Slipway bench ({})", sizes.mode);
+    report::write(cx.out_dir, &title, &table, &notes, &raw)?;
+    println!("{}", report::markdown(&title, &table, &notes));
+    Ok(table.missed())
+}
+
+fn ms(v: f64) -> String {
+    format!("{v:.2} ms")
+}
+
+fn per(n: i64, jobs: f64) -> String {
+    format!("{:.1}", n as f64 / jobs)
+}

@@ -1,0 +1,210 @@
+//! What the scenarios run against: the `slipway_bench` database (dropped and recreated, then migrated),
+//! a Redis key prefix of its own (deleted at the end), and the release api-server on a free port.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use fred::prelude::{Client, KeysInterface};
+use fred::types::scan::Scanner;
+use futures::StreamExt;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use sqlx::PgPool;
+use tokio::process::{Child, Command};
+use url::Url;
+
+use crate::workspace::target_dir;
+
+/// The benchmark's own database: dropped and recreated by every run.
+pub const DATABASE: &str = "slipway_bench";
+/// The HS256 secret the benchmark's api-server verifies tokens with.
+pub const SECRET: &str = "slipway-bench-secret";
+
+const READY_DEADLINE: Duration = Duration::from_secs(30);
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// `server` with its path replaced by `database`.
+pub fn database_url(server: &Url, database: &str) -> Url {
+    let mut url = server.clone();
+    url.set_path(&format!("/{database}"));
+    url
+}
+
+/// Drops and recreates [`DATABASE`], migrates it, and returns a pool on it plus one on the server's
+/// `postgres` database (to read statistics without adding to them).
+pub async fn fresh_database(server: &Url) -> anyhow::Result<(PgPool, PgPool)> {
+    let admin = infra_pg::connect(database_url(server, "postgres").as_str())
+        .await
+        .context("cannot connect to the postgres database")?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .with_context(|| format!("cannot drop {DATABASE}"))?;
+    sqlx::query(&format!("CREATE DATABASE {DATABASE}"))
+        .execute(&admin)
+        .await
+        .with_context(|| format!("cannot create {DATABASE}"))?;
+    let pool = infra_pg::connect_with(
+        database_url(server, DATABASE).as_str(),
+        &infra_pg::PoolConfig {
+            max_connections: 16,
+            ..infra_pg::PoolConfig::default()
+        },
+    )
+    .await
+    .with_context(|| format!("cannot connect to {DATABASE}"))?;
+    infra_pg::migrate(&pool)
+        .await
+        .with_context(|| format!("cannot migrate {DATABASE}"))?;
+    Ok((pool, admin))
+}
+
+/// A prefix no other run shares.
+pub fn redis_prefix() -> String {
+    format!(
+        "slipway-bench-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// Deletes every key under `prefix`.
+pub async fn delete_prefix(client: &Client, prefix: &str) -> anyhow::Result<u64> {
+    let mut deleted = 0;
+    let mut pages = client.scan(format!("{prefix}:*"), Some(1000), None);
+    while let Some(page) = pages.next().await {
+        let mut page = page.context("cannot scan the bench keys")?;
+        if let Some(keys) = page.take_results() {
+            if !keys.is_empty() {
+                deleted += keys.len() as u64;
+                client
+                    .del::<(), _>(keys)
+                    .await
+                    .context("cannot delete the bench keys")?;
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// The api-server the benchmark started, stopped on [`ApiServer::stop`] (or killed on drop).
+pub struct ApiServer {
+    child: Child,
+    pub base: String,
+}
+
+/// What the api-server is configured with.
+pub struct ApiSettings<'a> {
+    pub database_url: &'a Url,
+    pub redis_url: &'a Url,
+    pub redis_prefix: &'a str,
+}
+
+impl ApiServer {
+    /// Starts `target/release/api-server` with unlimited tiers and a large queue cap, logs to
+    /// `target/bench/api-server.log`, and waits until `/healthz` answers.
+    pub async fn start(settings: &ApiSettings<'_>, log_dir: &Path) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let addr = format!("127.0.0.1:{port}");
+        let program = target_dir().join("release").join("api-server");
+        let log_path = log_dir.join("api-server.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        let unlimited = "1000000000";
+        let child = Command::new(&program)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("DATABASE_URL", settings.database_url.as_str())
+            .env("REDIS_URL", settings.redis_url.as_str())
+            .env("REDIS_PREFIX", settings.redis_prefix)
+            .env("API_ADDR", &addr)
+            .env("JWT_HS256_SECRET", SECRET)
+            .env("QUEUE_CAP", unlimited)
+            .env("DAILY_JOBS_BOOTSTRAPPER", unlimited)
+            .env("DAILY_JOBS_PARTNER", unlimited)
+            .env("DAILY_JOBS_CTO_SCALE", unlimited)
+            // A log line per request would measure the logger: warnings only.
+            .env("RUST_LOG", "warn")
+            .env("LOG_FORMAT", "json")
+            .env("LOCAL_SANDBOX_ROOT", log_dir.join("sandboxes"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("cannot share the log file")?)
+            .stderr(log)
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.display()))?;
+        let mut server = Self {
+            child,
+            base: format!("http://{addr}"),
+        };
+        server.wait_until_ready(&log_path).await?;
+        Ok(server)
+    }
+
+    async fn wait_until_ready(&mut self, log: &Path) -> anyhow::Result<()> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .context("cannot build an HTTP client")?;
+        let url = format!("{}/healthz", self.base);
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().context("cannot poll api-server")? {
+                anyhow::bail!(
+                    "api-server exited ({status}) at start; see {}",
+                    log.display()
+                );
+            }
+            if let Ok(response) = client.get(&url).send().await {
+                if response.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("api-server did not answer {url} within {READY_DEADLINE:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The process's peak resident set (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib / 1024.0)
+    }
+
+    /// SIGTERM, then waits (SIGKILL after a deadline).
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.pid().and_then(|pid| i32::try_from(pid).ok()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        if tokio::time::timeout(STOP_DEADLINE, self.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("bench: api-server did not stop within {STOP_DEADLINE:?}; killing it");
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .context("cannot find a free port on 127.0.0.1")?;
+    Ok(listener.local_addr()?.port())
+}

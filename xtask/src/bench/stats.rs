@@ -1,0 +1,209 @@
+//! Latency percentiles, and the store counters the job scenario diffs: Postgres' per-database
+//! transaction and row counters, Redis' command counters.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use fred::prelude::{Client, ClientLike};
+use serde::Serialize;
+use sqlx::PgPool;
+
+/// p50, p99 and p99.9 of a set of samples, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Percentiles {
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    /// From samples in microseconds (sorted here).
+    pub fn from_micros(mut samples: Vec<u64>) -> Self {
+        samples.sort_unstable();
+        let at = |q: f64| -> f64 {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            // Nearest rank: the smallest sample with at least q of the samples at or below it.
+            let rank = (q * samples.len() as f64).ceil() as usize;
+            let index = rank.clamp(1, samples.len()) - 1;
+            samples[index] as f64 / 1000.0
+        };
+        Self {
+            samples: samples.len(),
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            p999_ms: at(0.999),
+            max_ms: samples.last().map_or(0.0, |&m| m as f64 / 1000.0),
+        }
+    }
+}
+
+/// Microseconds, saturating (a sample never overflows in practice).
+pub fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Postgres' counters of one database (from `pg_stat_database` and `pg_stat_user_tables`).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct PgCounters {
+    pub xact_commit: i64,
+    pub xact_rollback: i64,
+    /// Rows inserted, updated and deleted in user tables.
+    pub rows_written: i64,
+    /// Sequential plus index scans started on user tables (a lower bound of the statements run).
+    pub scans: i64,
+}
+
+impl PgCounters {
+    pub fn minus(self, earlier: Self) -> Self {
+        Self {
+            xact_commit: self.xact_commit - earlier.xact_commit,
+            xact_rollback: self.xact_rollback - earlier.xact_rollback,
+            rows_written: self.rows_written - earlier.rows_written,
+            scans: self.scans - earlier.scans,
+        }
+    }
+}
+
+/// Transactions the bench itself ran on the benchmark database, subtracted from the diffs.
+pub static OWN_COMMITS: AtomicI64 = AtomicI64::new(0);
+
+/// Reads the counters of `database`. `server` must be a pool on another database (so reading the
+/// figures does not add to them); `bench` is a pool on `database` itself, for the per-table counters
+/// (one transaction, counted in [`OWN_COMMITS`]).
+pub async fn pg_counters(
+    server: &PgPool,
+    bench: &PgPool,
+    database: &str,
+) -> anyhow::Result<PgCounters> {
+    let (xact_commit, xact_rollback): (i64, i64) = sqlx::query_as(
+        "SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = $1",
+    )
+    .bind(database)
+    .fetch_one(server)
+    .await
+    .context("cannot read pg_stat_database")?;
+    let (rows_written, scans): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint, \
+                COALESCE(sum(COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0)), 0)::bigint \
+         FROM pg_stat_user_tables",
+    )
+    .fetch_one(bench)
+    .await
+    .context("cannot read pg_stat_user_tables")?;
+    OWN_COMMITS.fetch_add(1, Ordering::Relaxed);
+    Ok(PgCounters {
+        xact_commit,
+        xact_rollback,
+        rows_written,
+        scans,
+    })
+}
+
+/// Postgres publishes a backend's counters up to about a second after its transactions: read until two
+/// readings a while apart agree (bounded), so a diff is not missing the tail of the work.
+pub async fn settled_pg_counters(
+    server: &PgPool,
+    bench: &PgPool,
+    database: &str,
+) -> anyhow::Result<PgCounters> {
+    const QUIET: Duration = Duration::from_millis(1500);
+    const DEADLINE: Duration = Duration::from_secs(15);
+    let started = Instant::now();
+    let mut last = pg_counters(server, bench, database).await?;
+    loop {
+        tokio::time::sleep(QUIET).await;
+        let now = pg_counters(server, bench, database).await?;
+        // The previous reading's own transaction may have been published in between.
+        let quiet =
+            now.xact_commit - last.xact_commit <= 1 && now.rows_written == last.rows_written;
+        if quiet || started.elapsed() > DEADLINE {
+            return Ok(now);
+        }
+        last = now;
+    }
+}
+
+/// Redis' command counters (server-wide).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RedisCounters {
+    pub total_commands: i64,
+    /// Calls per command name, from `INFO commandstats`.
+    pub calls: BTreeMap<String, i64>,
+}
+
+impl RedisCounters {
+    pub fn minus(&self, earlier: &Self) -> Self {
+        let calls = self
+            .calls
+            .iter()
+            .map(|(name, n)| {
+                (
+                    name.clone(),
+                    n - earlier.calls.get(name).copied().unwrap_or(0),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        Self {
+            total_commands: self.total_commands - earlier.total_commands,
+            calls,
+        }
+    }
+}
+
+pub async fn redis_counters(client: &Client) -> anyhow::Result<RedisCounters> {
+    let stats: String = client
+        .info(Some(fred::types::InfoKind::Stats))
+        .await
+        .context("cannot read INFO stats")?;
+    let commandstats: String = client
+        .info(Some(fred::types::InfoKind::CommandStats))
+        .await
+        .context("cannot read INFO commandstats")?;
+    let total_commands = stats
+        .lines()
+        .find_map(|line| line.strip_prefix("total_commands_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+        .context("INFO stats has no total_commands_processed")?;
+    // Lines read `cmdstat_hset:calls=12,usec=…`.
+    let calls = commandstats
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect();
+    Ok(RedisCounters {
+        total_commands,
+        calls,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let p = Percentiles::from_micros((1..=1000).rev().collect());
+        assert_eq!(p.samples, 1000);
+        assert!((p.p50_ms - 0.5).abs() < 1e-9);
+        assert!((p.p99_ms - 0.99).abs() < 1e-9);
+        assert!((p.p999_ms - 0.999).abs() < 1e-9);
+        assert!((p.max_ms - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn percentiles_of_nothing_are_zero() {
+        let p = Percentiles::from_micros(Vec::new());
+        assert_eq!(p.samples, 0);
+        assert_eq!(p.p99_ms, 0.0);
+    }
+}

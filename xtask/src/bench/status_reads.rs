@@ -1,0 +1,180 @@
+//! Scenario 1: `GET /api/generation/{id}/status` under a fixed number of keep-alive connections for a
+//! fixed time, against `redis-benchmark` running `HGETALL` on one of the same hashes.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use domain::JobId;
+use serde::Serialize;
+use tokio::process::Command;
+use url::Url;
+
+use super::stats::{micros, Percentiles};
+
+/// What the load generator measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadResult {
+    pub connections: usize,
+    pub duration_s: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub rps: f64,
+    pub latency: Percentiles,
+}
+
+struct Connection {
+    latencies: Vec<u64>,
+    errors: u64,
+}
+
+/// `connections` tasks, each with a client of its own holding one keep-alive connection, read the status
+/// of the jobs in turn until `duration` is up.
+pub async fn load(
+    base: &str,
+    token: &str,
+    jobs: &[JobId],
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<LoadResult> {
+    anyhow::ensure!(!jobs.is_empty(), "no jobs to read");
+    let urls: Vec<String> = jobs
+        .iter()
+        .map(|id| format!("{base}/api/generation/{id}/status"))
+        .collect();
+    let auth = format!("Bearer {token}");
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..connections {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .http1_only()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .context("cannot build an HTTP client")?;
+        let urls = urls.clone();
+        let auth = auth.clone();
+        tasks.spawn(async move {
+            let mut conn = Connection {
+                latencies: Vec::with_capacity(1 << 14),
+                errors: 0,
+            };
+            // Each connection starts at a different job so the reads spread over all hashes.
+            let mut next = n * urls.len() / connections.max(1);
+            while Instant::now() < deadline {
+                let url = &urls[next % urls.len()];
+                next += 1;
+                let sent = Instant::now();
+                let ok = match client.get(url).header("authorization", &auth).send().await {
+                    Ok(response) if response.status().is_success() => {
+                        response.bytes().await.is_ok()
+                    }
+                    Ok(_) | Err(_) => false,
+                };
+                conn.latencies.push(micros(sent.elapsed()));
+                if !ok {
+                    conn.errors += 1;
+                }
+            }
+            conn
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    while let Some(done) = tasks.join_next().await {
+        let conn = done.context("a load connection panicked")?;
+        latencies.extend(conn.latencies);
+        errors += conn.errors;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let requests = latencies.len() as u64;
+    Ok(LoadResult {
+        connections,
+        duration_s: elapsed,
+        requests,
+        errors,
+        rps: requests as f64 / elapsed,
+        latency: Percentiles::from_micros(latencies),
+    })
+}
+
+/// `redis-benchmark`'s figure for one command.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisBaseline {
+    pub command: String,
+    pub requests: u64,
+    pub rps: f64,
+    pub p50_ms: Option<f64>,
+}
+
+/// `redis-benchmark -c <connections> -n <requests> -q HGETALL <key>` against `redis`.
+pub async fn redis_hgetall(
+    redis: &Url,
+    key: &str,
+    connections: usize,
+    requests: u64,
+) -> anyhow::Result<RedisBaseline> {
+    let host = redis.host_str().unwrap_or("127.0.0.1");
+    let port = redis.port().unwrap_or(6379);
+    let mut command = Command::new("redis-benchmark");
+    command
+        .args(["-h", host, "-p", &port.to_string()])
+        .args(["-c", &connections.to_string(), "-n", &requests.to_string()])
+        .arg("-q");
+    if let Some(password) = redis.password() {
+        command.args(["-a", password]);
+    }
+    let output = command
+        .args(["HGETALL", key])
+        .output()
+        .await
+        .context("cannot run redis-benchmark (apt-get install redis-tools)")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "redis-benchmark failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    parse_redis_benchmark(&text)
+        .map(|(rps, p50_ms)| RedisBaseline {
+            command: "HGETALL".to_owned(),
+            requests,
+            rps,
+            p50_ms,
+        })
+        .with_context(|| format!("cannot read redis-benchmark's output: {text:?}"))
+}
+
+/// The last `…: 123456.79 requests per second, p50=0.191 msec` line (progress lines end in `\r`).
+fn parse_redis_benchmark(text: &str) -> Option<(f64, Option<f64>)> {
+    let line = text
+        .split(['\r', '\n'])
+        .rfind(|line| line.contains("requests per second"))?;
+    let before = line.split("requests per second").next()?;
+    let rps = before
+        .rsplit([' ', ':'])
+        .find(|s| !s.is_empty())?
+        .parse()
+        .ok()?;
+    let p50 = line
+        .split("p50=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok());
+    Some((rps, p50))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_final_redis_benchmark_line() {
+        let text = "HGETALL k: rps=0.0 (overall: nan) avg_msec=nan\r\
+                    HGETALL k: 95238.10 requests per second, p50=0.263 msec                    \n\n";
+        let (rps, p50) = parse_redis_benchmark(text).unwrap();
+        assert!((rps - 95238.10).abs() < 1e-6);
+        assert_eq!(p50, Some(0.263));
+    }
+}
