@@ -2,8 +2,8 @@
 //! api-server plus job-worker built and running with local sandboxes, until Ctrl-C.
 //!
 //! Settings already in the environment win; the defaults below fill in the rest. On Ctrl-C (or SIGTERM)
-//! the binaries get SIGTERM and are waited for (they kill their own sandboxes), then the private
-//! services stop. Nothing is deleted: sandboxes under target/dev stay for inspection.
+//! the binaries get SIGTERM and are waited for, every sandbox under the dev sandbox root is killed (its
+//! processes and its directory: nothing started here keeps running), then the private services stop.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus};
@@ -68,6 +68,7 @@ pub async fn run() -> anyhow::Result<ExitCode> {
 
     let outcome = wait_for_stop(&mut children).await;
     stop_all(&mut children).await;
+    kill_sandboxes(&settings.sandbox_root).await;
     drop(redis);
     drop(postgres);
     outcome
@@ -201,6 +202,20 @@ fn print_banner(
     println!("  curl -s {api}/api/generation/<job_id>/status -H \"Authorization: Bearer $TOKEN\"");
     println!();
     Ok(())
+}
+
+/// Kills every local sandbox the dev session left (paused ones included): processes and directories.
+async fn kill_sandboxes(root: &Path) {
+    match infra_local::LocalRuntime::new(root.to_path_buf()) {
+        Ok(runtime) => {
+            runtime.shutdown_all().await;
+            eprintln!(
+                "xtask: killed the sandboxes under {}",
+                display_relative(root)
+            );
+        }
+        Err(err) => eprintln!("xtask: cannot open {}: {err}", root.display()),
+    }
 }
 
 /// Waits for Ctrl-C or SIGTERM (a clean stop) or for a binary to exit on its own (an error).
