@@ -35,6 +35,11 @@ pub async fn cancel_during_build_leaves_no_sandbox(mode: Mode) {
         !app.sandbox_gone(&sandbox).await,
         "the build has its sandbox"
     );
+    let running = wait_until(BUILD_DEADLINE, || async {
+        !app.generator_processes().is_empty()
+    })
+    .await;
+    assert!(running, "the generator runs during the code stage");
 
     let resp = app
         .post(&format!("/api/generation/{job}/cancel"), USER, None)
@@ -58,6 +63,16 @@ pub async fn cancel_during_build_leaves_no_sandbox(mode: Mode) {
     assert!(
         no_sandbox,
         "[{mode:?}] a sandbox is left for the cancelled job"
+    );
+    // The generator (an agent that could run for minutes) is stopped too.
+    let stopped = wait_until(BUILD_DEADLINE, || async {
+        app.generator_processes().is_empty()
+    })
+    .await;
+    assert!(
+        stopped,
+        "generator still running: {:?}",
+        app.generator_processes()
     );
 
     // A second cancel finds the job terminal, and nothing ever made it READY.

@@ -13,6 +13,7 @@ mod harness;
 mod reconcile;
 mod resume;
 mod sse;
+mod worker_crash;
 
 /// Generates one test per runtime for a scenario `async fn(Mode)`.
 macro_rules! in_both_runtimes {
@@ -37,6 +38,9 @@ in_both_runtimes!(resume::resume_then_snapshot => resume_snapshot_local, resume_
 in_both_runtimes!(resume::resume_of_an_expired_sandbox => resume_expired_local, resume_expired_e2b);
 in_both_runtimes!(reconcile::paused_behind_our_back_is_detected => drift_paused_behind_our_back_local, drift_paused_behind_our_back_e2b);
 in_both_runtimes!(reconcile::leaked_sandbox_is_killed => leaked_sandbox_killed_local, leaked_sandbox_killed_e2b);
+in_both_runtimes!(reconcile::redis_loss_loses_no_job => redis_loss_local, redis_loss_e2b);
+in_both_runtimes!(reconcile::redis_loss_mid_build_loses_no_job => redis_loss_mid_build_local, redis_loss_mid_build_e2b);
+in_both_runtimes!(worker_crash::crashed_worker_build_is_rebuilt => worker_crash_mid_build_local, worker_crash_mid_build_e2b);
 in_both_runtimes!(reconcile::idle_resumed_sandbox_is_paused_again => idle_repause_local, idle_repause_e2b);
 
 /// E2B server only: the local runtime has no faults to inject.

@@ -9,7 +9,7 @@ use infra_local::e2b_server::FaultConfig;
 
 use crate::happy_path::is_final;
 use crate::harness::{
-    fetch_preview, spawn_app, wait_until, Mode, Options, TestApp, BUILD_DEADLINE,
+    fetch_preview, spawn_app, wait_until, Generator, Mode, Options, TestApp, BUILD_DEADLINE,
 };
 
 const USER: &str = "user_e2e_reconcile";
@@ -176,6 +176,101 @@ pub async fn idle_resumed_sandbox_is_paused_again(mode: Mode) {
     assert_eq!(
         app.runtime.state(&sandbox).await.expect("state"),
         ProviderState::Paused
+    );
+    app.shut_down().await;
+}
+
+/// Redis loses everything while a build is queued or running: the job still reaches READY (requeued from
+/// Postgres, or recovered as an orphan), the status answers throughout, and exactly one sandbox is left.
+pub async fn redis_loss_loses_no_job(mode: Mode) {
+    let app = spawn_app(
+        mode,
+        Options {
+            fast_reconcile: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let job = app.start_build(USER, "An app that survives a flush").await;
+    let flushed = app.flush_redis().await;
+    assert!(flushed > 0, "the job had Redis keys");
+
+    let status = app
+        .wait_status(
+            job,
+            USER,
+            BUILD_DEADLINE * 2,
+            "ready after the flush",
+            |s| is_final(s) && (s["status"] != "ready" || s["sandbox_paused"] == true),
+        )
+        .await;
+    assert_eq!(status["status"], "ready", "{status:#}");
+    let row = app.row(job).await;
+    assert!(row.sandbox_paused, "{row:?}");
+    let sandbox = SandboxId::try_from(row.sandbox_id.expect("sandbox_id")).expect("id");
+    // A build stopped by the flush had its own sandbox: it must not outlive it.
+    let one_left = wait_until(RECONCILE_DEADLINE, || async {
+        app.sandboxes_of(job).await == vec![sandbox.clone()]
+    })
+    .await;
+    assert!(
+        one_left,
+        "[{mode:?}] sandboxes left: {:?}",
+        app.sandboxes_of(job).await
+    );
+    app.shut_down().await;
+}
+
+/// Takes a few seconds, then writes a working app (a dev script and a node server answering "slow app").
+pub const SLOW_APP: &str = r#"cat >/dev/null
+sleep 3
+cat <<'JSON'
+{"files":{"package.json":"{\"name\":\"slow\",\"version\":\"0.1.0\",\"scripts\":{\"dev\":\"node server.js\"}}","server.js":"require('http').createServer((q, r) => r.end('slow app')).listen(process.env.PORT || 3000);"}}
+JSON
+"#;
+
+/// Redis loses everything while the generator runs (the job is leased and building): the job still ends
+/// READY, and no sandbox but its last one is left.
+pub async fn redis_loss_mid_build_loses_no_job(mode: Mode) {
+    let app = spawn_app(
+        mode,
+        Options {
+            fast_reconcile: true,
+            generator: Generator::Script(SLOW_APP),
+            ..Options::default()
+        },
+    )
+    .await;
+    let job = app
+        .start_build(USER, "An app that survives a flush mid-build")
+        .await;
+    app.wait_status(job, USER, BUILD_DEADLINE, "code stage", |s| {
+        s["status"] == "code"
+    })
+    .await;
+    let flushed = app.flush_redis().await;
+    assert!(flushed > 0, "the job had Redis keys");
+
+    let status = app
+        .wait_status(
+            job,
+            USER,
+            BUILD_DEADLINE * 2,
+            "ready after the flush",
+            |s| is_final(s) && (s["status"] != "ready" || s["sandbox_paused"] == true),
+        )
+        .await;
+    assert_eq!(status["status"], "ready", "{status:#}");
+    let row = app.row(job).await;
+    let sandbox = SandboxId::try_from(row.sandbox_id.expect("sandbox_id")).expect("id");
+    let one_left = wait_until(RECONCILE_DEADLINE, || async {
+        app.sandboxes_of(job).await == vec![sandbox.clone()]
+    })
+    .await;
+    assert!(
+        one_left,
+        "[{mode:?}] sandboxes left: {:?}",
+        app.sandboxes_of(job).await
     );
     app.shut_down().await;
 }
