@@ -11,8 +11,6 @@ use domain::ports::{
     PauseOutcome, PreviewProbe, ProbeError, ProbeResponse, ProviderSandbox, ProviderState,
     SandboxError, SandboxRuntime, SandboxSpec,
 };
-use domain::usecases::framework::PackageFacts;
-use domain::usecases::pipeline::{PackageJsonError, PackageJsonParser};
 use domain::{JobGoal, SandboxId};
 
 /// The preview URL every instant sandbox hands out (never fetched: [`InstantProbe`] answers for it).
@@ -122,33 +120,6 @@ impl PreviewProbe for InstantProbe {
             final_url: url.to_owned(),
             x_frame_options: None,
             content_security_policy: None,
-        })
-    }
-}
-
-/// A package.json reader for the in-process worker (the generator's package.json is plain JSON).
-#[derive(Debug, Default)]
-pub struct JsonPackageParser;
-
-impl PackageJsonParser for JsonPackageParser {
-    fn parse(&self, text: &str) -> Result<PackageFacts, PackageJsonError> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| PackageJsonError(e.to_string()))?;
-        let object = value
-            .as_object()
-            .ok_or_else(|| PackageJsonError("not a JSON object".to_owned()))?;
-        let names = |field: &str| -> Vec<String> {
-            object
-                .get(field)
-                .and_then(serde_json::Value::as_object)
-                .map(|map| map.keys().cloned().collect())
-                .unwrap_or_default()
-        };
-        let mut dependencies = names("dependencies");
-        dependencies.extend(names("devDependencies"));
-        Ok(PackageFacts {
-            dependencies,
-            scripts: names("scripts"),
         })
     }
 }

@@ -5,7 +5,7 @@
 //! generator would measure itself). That run uses or starts Postgres and Redis, recreates the
 //! `slipway_bench` database, takes a Redis key prefix of its own, starts the release api-server on a free
 //! port of 127.0.0.1, runs the scenarios, stops what it started, deletes its keys, and writes
-//! `target/bench/report.md` and `target/bench/report.json`. Jobs are built by an in-process worker over
+//! `target/bench/report.md` and `target/bench/report.json`. Jobs are built by job-worker's run loop, in process, over
 //! the instant runtime ([`instant_runtime`]), which no configuration of the real binaries can select.
 
 mod events;
@@ -17,7 +17,6 @@ mod stack;
 mod stats;
 mod status_reads;
 mod throughput;
-mod worker;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -58,6 +57,8 @@ pub struct Sizes {
     pub job_deadline: Duration,
     pub event_streams: usize,
     pub pgbench_seconds: u64,
+    /// Jobs built one at a time for the pause-bookkeeping figure.
+    pub pause_solo_jobs: usize,
 }
 
 impl Sizes {
@@ -75,6 +76,7 @@ impl Sizes {
                 job_deadline: Duration::from_secs(60),
                 event_streams: 100,
                 pgbench_seconds: 3,
+                pause_solo_jobs: 20,
             }
         } else {
             Self {
@@ -89,6 +91,7 @@ impl Sizes {
                 job_deadline: Duration::from_secs(240),
                 event_streams: 1_000,
                 pgbench_seconds: 10,
+                pause_solo_jobs: 100,
             }
         }
     }

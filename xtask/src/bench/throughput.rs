@@ -1,5 +1,5 @@
 //! Scenario 2 (job throughput) and 3 (pause bookkeeping): jobs submitted through the API, built by the
-//! in-process worker on the instant runtime until every one is READY and paused; the store counters
+//! in-process job-worker run loop on the instant runtime until every one is READY and paused; the store counters
 //! diffed around it; `pgbench` on a one-row update as the Postgres baseline.
 
 use std::path::Path;
