@@ -1,61 +1,12 @@
 //! The api-server's settings: every one an environment variable and a flag. A missing or invalid one stops
 //! the process at start with clap's one-line error naming it.
 
-use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use domain::TierTable;
 
-/// A setting that must never reach a log line: its `Debug` and `Display` print `[redacted]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The value itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
-}
-
-/// Which sandbox runtime the API uses to kill, resume and snapshot sandboxes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RuntimeKind {
-    Local,
-    E2b,
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Pretty,
-}
+pub use bin_support::{LogFormat, RuntimeArgs, RuntimeKind, Secret, TierArgs};
 
 /// Settings of the api-server.
 #[derive(Debug, Clone, clap::Parser)]
@@ -105,53 +56,12 @@ pub struct Config {
     #[arg(long, env = "JWT_AZP", value_delimiter = ',')]
     pub jwt_azp: Vec<String>,
 
-    /// Sandbox runtime: `local` (process sandboxes on this machine) or `e2b`.
-    #[arg(long, env = "SANDBOX_RUNTIME", value_enum, default_value = "local")]
-    pub sandbox_runtime: RuntimeKind,
+    /// The runtime the worker builds in: the api-server cancels, resumes and snapshots in it.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 
-    /// E2B API key (required with `SANDBOX_RUNTIME=e2b`).
-    #[arg(long, env = "E2B_API_KEY")]
-    pub e2b_api_key: Option<Secret>,
-
-    /// E2B platform API URL.
-    #[arg(long, env = "E2B_API_URL", default_value = infra_e2b::DEFAULT_API_URL)]
-    pub e2b_api_url: String,
-
-    /// E2B sandbox domain.
-    #[arg(long, env = "E2B_DOMAIN", default_value = infra_e2b::DEFAULT_DOMAIN)]
-    pub e2b_domain: String,
-
-    /// E2B template sandboxes are created from.
-    #[arg(long, env = "E2B_TEMPLATE", default_value = "base")]
-    pub e2b_template: String,
-
-    /// envd base URL override (the local E2B-compatible server).
-    #[arg(long, env = "E2B_SANDBOX_URL")]
-    pub e2b_sandbox_url: Option<String>,
-
-    /// Directory the local runtime keeps its sandboxes in.
-    #[arg(
-        long,
-        env = "LOCAL_SANDBOX_ROOT",
-        default_value = "/tmp/slipway-sandboxes"
-    )]
-    pub local_sandbox_root: PathBuf,
-
-    /// Most jobs waiting in the queue at once.
-    #[arg(long, env = "QUEUE_CAP", default_value_t = domain::GLOBAL_QUEUE_CAP)]
-    pub queue_cap: usize,
-
-    /// Daily job limit of the bootstrapper tier (default 5).
-    #[arg(long, env = "DAILY_JOBS_BOOTSTRAPPER")]
-    pub daily_jobs_bootstrapper: Option<u32>,
-
-    /// Daily job limit of the partner tier (default 50).
-    #[arg(long, env = "DAILY_JOBS_PARTNER")]
-    pub daily_jobs_partner: Option<u32>,
-
-    /// Daily job limit of the cto_scale tier (default 200).
-    #[arg(long, env = "DAILY_JOBS_CTO_SCALE")]
-    pub daily_jobs_cto_scale: Option<u32>,
+    #[command(flatten)]
+    pub limits: TierArgs,
 
     /// Deadline of one request in seconds (event streams excepted).
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
@@ -165,20 +75,7 @@ pub struct Config {
 impl Config {
     /// The tier table: the defaults of the domain with this deployment's overrides.
     pub fn tiers(&self) -> TierTable {
-        let mut t = TierTable {
-            queue_cap: self.queue_cap,
-            ..TierTable::default()
-        };
-        if let Some(n) = self.daily_jobs_bootstrapper {
-            t.bootstrapper.daily_jobs = n;
-        }
-        if let Some(n) = self.daily_jobs_partner {
-            t.partner.daily_jobs = n;
-        }
-        if let Some(n) = self.daily_jobs_cto_scale {
-            t.cto_scale.daily_jobs = n;
-        }
-        t
+        self.limits.tiers()
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -9,13 +9,11 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
-pub mod package_json;
 pub mod preview_check;
 pub mod request_log;
 pub mod routes;
 pub mod sse;
 pub mod state;
-pub mod telemetry;
 pub mod wiring;
 
 use std::future::Future;

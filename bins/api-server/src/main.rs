@@ -3,15 +3,16 @@
 use clap::Parser;
 use tokio::net::TcpListener;
 
-use api_server::{telemetry, wiring, Config};
+use api_server::{wiring, Config};
+use bin_support::init_telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    telemetry::init(config.log_format);
+    init_telemetry(config.log_format);
     tracing::info!(
         addr = %config.api_addr,
-        runtime = ?config.sandbox_runtime,
+        runtime = ?config.runtime.sandbox_runtime,
         redis_prefix = %config.redis_prefix,
         "starting api-server"
     );

@@ -18,8 +18,8 @@ use domain::usecases::snapshot::{SnapshotConfig, SnapshotDeps, SnapshotService};
 use domain::TierTable;
 
 use crate::auth::{AuthConfig, JwtVerifier};
-use crate::config::{Config, RuntimeKind};
-use crate::package_json::JsonPackageParser;
+use crate::config::Config;
+use bin_support::JsonPackageParser;
 use crate::state::{AppState, Check, HealthCheck};
 
 /// A readiness probe gets this long per dependency.
@@ -118,41 +118,11 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         redis_prefix: config.redis_prefix.clone(),
         tiers: config.tiers(),
         auth,
-        sandbox: sandbox_runtime(config)?,
+        sandbox: config.runtime.build()?,
         probe: Arc::new(probe),
         request_timeout: config.request_timeout(),
         sse_heartbeat: crate::SSE_HEARTBEAT,
     }))
-}
-
-fn sandbox_runtime(config: &Config) -> anyhow::Result<Arc<dyn SandboxRuntime>> {
-    match config.sandbox_runtime {
-        RuntimeKind::Local => {
-            let runtime = infra_local::LocalRuntime::new(config.local_sandbox_root.clone())
-                .with_context(|| {
-                    format!(
-                        "LOCAL_SANDBOX_ROOT {} is not usable",
-                        config.local_sandbox_root.display()
-                    )
-                })?;
-            Ok(Arc::new(runtime))
-        }
-        RuntimeKind::E2b => {
-            let key = config
-                .e2b_api_key
-                .as_ref()
-                .context("E2B_API_KEY is required with SANDBOX_RUNTIME=e2b")?;
-            let mut e2b = infra_e2b::E2bConfig::new(
-                infra_e2b::ApiKey::new(key.expose()),
-                config.e2b_template.clone(),
-            );
-            e2b.api_url.clone_from(&config.e2b_api_url);
-            e2b.domain.clone_from(&config.e2b_domain);
-            e2b.sandbox_url.clone_from(&config.e2b_sandbox_url);
-            let runtime = infra_e2b::E2bRuntime::new(e2b).context("building the E2B client")?;
-            Ok(Arc::new(runtime))
-        }
-    }
 }
 
 /// Pings Postgres and Redis; counts jobs by status.

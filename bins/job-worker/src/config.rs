@@ -1,59 +1,15 @@
 //! The job-worker's settings: every one an environment variable and a flag. A missing or invalid one stops
 //! the process at start with clap's one-line error naming it.
 
-use std::fmt;
-use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use domain::usecases::pipeline::PipelineConfig;
 use domain::usecases::reconcile::ReconcileConfig;
 use domain::PausePolicy;
 
+pub use bin_support::{LogFormat, RuntimeArgs, RuntimeKind, Secret, TierArgs};
+
 use crate::worker::WorkerSettings;
-
-/// A setting that must never reach a log line: its `Debug` and `Display` print `[redacted]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The value itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
-}
-
-/// Where builds run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RuntimeKind {
-    /// Process sandboxes on this machine.
-    Local,
-    /// E2B microVMs.
-    E2b,
-}
 
 /// Who writes the app's code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -62,13 +18,6 @@ pub enum GeneratorKind {
     Template,
     /// A configured program (an LLM agent): the goal on stdin, `{"files": {…}}` on stdout.
     Command,
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Pretty,
 }
 
 /// Settings of the job-worker.
@@ -103,37 +52,12 @@ pub struct Config {
     #[arg(long, env = "PAUSE_POLICY", default_value = "immediate")]
     pub pause_policy: PausePolicy,
 
-    /// Sandbox runtime: `local` (process sandboxes on this machine) or `e2b`.
-    #[arg(long, env = "SANDBOX_RUNTIME", value_enum, default_value = "local")]
-    pub sandbox_runtime: RuntimeKind,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 
-    /// Directory the local runtime keeps its sandboxes in.
-    #[arg(
-        long,
-        env = "LOCAL_SANDBOX_ROOT",
-        default_value = "/tmp/slipway-sandboxes"
-    )]
-    pub local_sandbox_root: PathBuf,
-
-    /// E2B API key (required with `SANDBOX_RUNTIME=e2b`).
-    #[arg(long, env = "E2B_API_KEY", required_if_eq("sandbox_runtime", "e2b"))]
-    pub e2b_api_key: Option<Secret>,
-
-    /// E2B platform API URL.
-    #[arg(long, env = "E2B_API_URL", default_value = infra_e2b::DEFAULT_API_URL)]
-    pub e2b_api_url: String,
-
-    /// E2B sandbox domain.
-    #[arg(long, env = "E2B_DOMAIN", default_value = infra_e2b::DEFAULT_DOMAIN)]
-    pub e2b_domain: String,
-
-    /// E2B template sandboxes are created from.
-    #[arg(long, env = "E2B_TEMPLATE", default_value = "base")]
-    pub e2b_template: String,
-
-    /// envd base URL override (the local E2B-compatible server).
-    #[arg(long, env = "E2B_SANDBOX_URL")]
-    pub e2b_sandbox_url: Option<String>,
+    /// The queue's slot limits must be the api-server's: the same settings.
+    #[command(flatten)]
+    pub limits: TierArgs,
 
     /// Code generator: `template` (default) or `command`.
     #[arg(long, env = "GENERATOR", value_enum, default_value = "template")]
@@ -257,7 +181,7 @@ mod tests {
         let c = parse(&[]).unwrap();
         assert_eq!(c.worker_concurrency, 4);
         assert_eq!(c.pause_policy, PausePolicy::Immediate);
-        assert_eq!(c.sandbox_runtime, RuntimeKind::Local);
+        assert_eq!(c.runtime.sandbox_runtime, RuntimeKind::Local);
         assert_eq!(c.generator, GeneratorKind::Template);
         assert_eq!(c.redis_prefix, "slipway");
         let s = c.worker_settings();

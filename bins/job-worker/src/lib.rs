@@ -8,14 +8,12 @@
 
 pub mod config;
 mod job;
-pub mod package_json;
 mod reconciler;
-pub mod telemetry;
 pub mod wiring;
 mod worker;
 
 pub use config::Config;
-pub use package_json::JsonPackageParser;
+pub use bin_support::{init_telemetry, JsonPackageParser};
 pub use reconciler::run_reconciler;
 pub use worker::{run, WorkerDeps, WorkerSettings};
 

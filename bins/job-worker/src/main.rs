@@ -5,17 +5,17 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use job_worker::{telemetry, wiring, Config};
+use job_worker::{init_telemetry, wiring, Config};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    telemetry::init(config.log_format);
+    init_telemetry(config.log_format);
     let settings = config.worker_settings();
     tracing::info!(
         worker_id = %settings.worker_id,
         concurrency = settings.concurrency,
-        runtime = ?config.sandbox_runtime,
+        runtime = ?config.runtime.sandbox_runtime,
         generator = ?config.generator,
         pause_policy = ?config.pause_policy,
         "starting job-worker"

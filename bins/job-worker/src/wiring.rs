@@ -4,17 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use domain::ports::{CodeGenerator, JobQueue, SandboxRuntime, StepLock};
+use domain::ports::{CodeGenerator, JobQueue, StepLock};
 use domain::usecases::pipeline::PipelineDeps;
 use domain::usecases::reconcile::{ReconcileDeps, Reconciler};
-use domain::TierTable;
-use infra_e2b::{ApiKey, E2bConfig, E2bRuntime, HttpPreviewProbe};
-use infra_local::{CommandGenerator, LocalRuntime, TemplateGenerator};
+use infra_e2b::HttpPreviewProbe;
+use infra_local::{CommandGenerator, TemplateGenerator};
 use infra_pg::PgJobRepository;
 use infra_redis::{RedisLiveStore, RedisQueue, RedisStepLock};
 
-use crate::config::{Config, GeneratorKind, RuntimeKind};
-use crate::package_json::JsonPackageParser;
+use crate::config::{Config, GeneratorKind};
+use bin_support::JsonPackageParser;
 use crate::worker::WorkerDeps;
 
 /// Everything `main` runs: the build loop's adapters and the reconciler with its step lock.
@@ -41,16 +40,16 @@ pub async fn build_all(config: &Config) -> anyhow::Result<Wired> {
     let pipeline = PipelineDeps {
         repo: Arc::new(PgJobRepository::new(pool)),
         live: Arc::new(RedisLiveStore::new(redis.clone(), prefix.clone())),
-        runtime: runtime(config)?,
+        runtime: config.runtime.build()?,
         generator: generator(config)?,
         probe: Arc::new(HttpPreviewProbe::new().context("could not build the preview probe")?),
         package_parser: Arc::new(JsonPackageParser),
     };
-    // The slot limits must be the api-server's: both use the domain's tier table.
+    // The slot limits must be the api-server's: both read the same tier settings.
     let queue: Arc<dyn JobQueue> = Arc::new(RedisQueue::new(
         redis.clone(),
         prefix.clone(),
-        TierTable::default(),
+        config.limits.tiers(),
     ));
     let reconciler = Reconciler::new(
         ReconcileDeps {
@@ -66,36 +65,6 @@ pub async fn build_all(config: &Config) -> anyhow::Result<Wired> {
         reconciler: Arc::new(reconciler),
         lock: Arc::new(RedisStepLock::new(redis, prefix)),
     })
-}
-
-fn runtime(config: &Config) -> anyhow::Result<Arc<dyn SandboxRuntime>> {
-    match config.sandbox_runtime {
-        RuntimeKind::Local => {
-            let runtime =
-                LocalRuntime::new(config.local_sandbox_root.clone()).with_context(|| {
-                    format!(
-                        "LOCAL_SANDBOX_ROOT {} is not usable",
-                        config.local_sandbox_root.display()
-                    )
-                })?;
-            Ok(Arc::new(runtime))
-        }
-        RuntimeKind::E2b => {
-            // clap requires the key with this runtime; this is the message if that ever changes.
-            let key = config
-                .e2b_api_key
-                .as_ref()
-                .context("E2B_API_KEY is required with SANDBOX_RUNTIME=e2b")?;
-            let e2b = E2bConfig {
-                api_url: config.e2b_api_url.clone(),
-                domain: config.e2b_domain.clone(),
-                sandbox_url: config.e2b_sandbox_url.clone(),
-                ..E2bConfig::new(ApiKey::new(key.expose()), config.e2b_template.clone())
-            };
-            let runtime = E2bRuntime::new(e2b).context("invalid E2B settings (E2B_*)")?;
-            Ok(Arc::new(runtime))
-        }
-    }
 }
 
 fn generator(config: &Config) -> anyhow::Result<Arc<dyn CodeGenerator>> {

@@ -29,7 +29,7 @@ pub const ISSUER: &str = "https://issuer.test";
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var("TEST_LOG").is_ok() {
-        api_server::telemetry::init(api_server::config::LogFormat::Pretty);
+        bin_support::init_telemetry(bin_support::LogFormat::Pretty);
     }
 });
 

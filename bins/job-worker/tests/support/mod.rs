@@ -128,7 +128,7 @@ impl PreviewProbe for FixedProbe {
 /// Logs go to the test output only when TEST_LOG is set (RUST_LOG filters them).
 pub fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
-        job_worker::telemetry::init(job_worker::config::LogFormat::Pretty);
+        job_worker::init_telemetry(job_worker::config::LogFormat::Pretty);
     }
 }
 

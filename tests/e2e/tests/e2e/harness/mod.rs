@@ -40,7 +40,7 @@ use apps::{serve_e2b, start_api, start_worker, worker_args, WorkerHandle};
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var("TEST_LOG").is_ok() {
-        api_server::telemetry::init(api_server::config::LogFormat::Pretty);
+        bin_support::init_telemetry(bin_support::LogFormat::Pretty);
     }
 });
 

@@ -1,4 +1,4 @@
-//! The package.json parser the pipeline is given (domain has no serde).
+//! The package.json parser the pipeline and resume are given (domain has no serde).
 
 use domain::usecases::framework::PackageFacts;
 use domain::usecases::pipeline::{PackageJsonError, PackageJsonParser};

@@ -1,0 +1,16 @@
+//! What both binaries share between their settings and their adapters: secrets that never print, log
+//! setup, the sandbox runtime and tier limits as settings (with the runtime they name), and the
+//! package.json parser the domain's use cases are given. One place, so api-server and job-worker cannot
+//! drift apart (they must agree on the runtime and on the tier limits the queue enforces).
+
+mod package_json;
+mod runtime;
+mod secret;
+mod telemetry;
+mod tiers;
+
+pub use package_json::JsonPackageParser;
+pub use runtime::{RuntimeArgs, RuntimeKind, RuntimeSetupError};
+pub use secret::Secret;
+pub use telemetry::{init_telemetry, LogFormat};
+pub use tiers::TierArgs;
