@@ -505,3 +505,38 @@ async fn a_restarted_runtime_adopts_live_processes_and_drops_dead_ones() {
     assert!(eventually(Duration::from_secs(5), || async { !group_alive(live) }).await);
     assert!(!root.0.join(id.as_str()).exists());
 }
+
+/// Counts WARN and ERROR events, so a test can show an expected condition is not logged as a problem.
+#[derive(Clone, Default)]
+struct Loud(Arc<std::sync::atomic::AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Loud {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() <= tracing::Level::WARN {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl Loud {
+    /// Installs the counter for this thread (the tests run on a current-thread runtime).
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        use tracing_subscriber::layer::SubscriberExt;
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(self.clone()))
+    }
+    fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Killing a sandbox that is already gone answers NotFound, which every caller expects: no WARN or ERROR.
+#[tokio::test]
+async fn killing_a_sandbox_already_gone_is_not_logged_as_a_problem() {
+    let root = TempRoot::new();
+    let rt = LocalRuntime::new(root.0.clone()).unwrap();
+    let loud = Loud::default();
+    let _guard = loud.install();
+    let id = SandboxId::try_from("lzzzzzzzzzzzz").unwrap();
+    assert!(matches!(rt.kill(&id).await, Err(SandboxError::NotFound(_))));
+    assert_eq!(loud.count(), 0, "no WARN or ERROR for an expected NotFound");
+}

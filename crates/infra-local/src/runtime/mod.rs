@@ -3,9 +3,18 @@
 //!
 //! Layout: `<root>/<sandbox_id>/` holds `workspace/` (the app's files; see [`paths`] for how the logical
 //! workspace path maps to it), `logs/<pid>.log` (background commands' output), `state.json` (see
-//! [`record`]) and serves as the sandbox's `HOME`. All state is on disk, so a fresh `LocalRuntime` over
-//! the same root (a restarted worker) finds every sandbox, adopting the process groups that are still
-//! alive. One process at a time should own a root: the per-sandbox locks are in memory.
+//! [`record`]), `.lock` (see below) and serves as the sandbox's `HOME`. All state is on disk, so a fresh
+//! `LocalRuntime` over the same root (a restarted worker) finds every sandbox, adopting the process
+//! groups that are still alive.
+//!
+//! Several processes may share a root (the api-server and the job-worker of `cargo xtask dev` do): every
+//! operation on a sandbox holds its in-process async mutex (so tasks of one process queue without
+//! blocking threads) and an exclusive `flock` on its `.lock` (so processes take turns on `state.json` and
+//! on signals; see [`flock`]). A kill removes the state first and the directory while still holding the
+//! lock, so whoever waited for it finds the sandbox `NotFound` and never recreates it. The root-level
+//! operations need no lock of their own: creating draws a fresh directory with an atomic `mkdir`, and
+//! listing, `shutdown_all` and the reaper visit each sandbox through the same per-sandbox lock, taking a
+//! sandbox another process removed meanwhile as `NotFound`.
 //!
 //! Commands run as `bash -c <cmd>` (not a login shell, so the worker's `PATH` survives), in their own
 //! process group, with a clean environment: the worker's `PATH` and `LANG`, `HOME` = the sandbox
@@ -18,6 +27,7 @@
 //! This is isolation for convenience, not security: commands run as the worker's user.
 
 mod exec;
+mod flock;
 mod id;
 pub mod paths;
 mod process;
@@ -64,6 +74,9 @@ struct Inner {
 /// A sandbox whose lock is held and whose state is loaded (with dead process groups dropped and its
 /// timeout enforced).
 struct Open {
+    /// Released before the in-process mutex (fields drop in order), so a waiter of this process that
+    /// gets the mutex finds the file lock free.
+    _flock: flock::SandboxFlock,
     _guard: OwnedMutexGuard<()>,
     id: String,
     dir: PathBuf,
@@ -167,8 +180,10 @@ impl Inner {
         }
         let guard = self.lock_for(id).lock_owned().await;
         let dir = self.dir(id);
+        let flock = flock::lock(&dir, id).await?;
         let record = record::load(&dir, id).await?;
         let mut open = Open {
+            _flock: flock,
             _guard: guard,
             id: id.to_owned(),
             dir,
@@ -204,6 +219,13 @@ impl Inner {
     /// Kills every process group of the sandbox and removes its directory.
     async fn kill_open(&self, open: Open) -> Result<(), SandboxError> {
         open.signal_all(Signal::SIGKILL)?;
+        // The state goes first: without it the directory is no sandbox, even if removing the rest fails
+        // (then the leftovers are never listed, and an opener gets `NotFound`).
+        match tokio::fs::remove_file(open.dir.join(record::STATE_FILE)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("remove sandbox state", e)),
+        }
         // A process that was mid-write when killed can recreate an entry while we delete: try again.
         let mut last = None;
         for _ in 0..3 {

@@ -11,7 +11,7 @@ use domain::{JobId, SandboxId};
 use nix::sys::signal::Signal;
 
 use super::record::{self, Metadata, RunState, SandboxRecord};
-use super::{id, io_error, paths, LocalRuntime};
+use super::{flock, id, io_error, paths, LocalRuntime};
 
 #[async_trait]
 impl SandboxRuntime for LocalRuntime {
@@ -43,6 +43,7 @@ impl SandboxRuntime for LocalRuntime {
             ports: Default::default(),
         };
         let made = async {
+            flock::create(&dir).await?;
             for sub in ["workspace", "logs"] {
                 tokio::fs::create_dir(dir.join(sub))
                     .await
@@ -155,7 +156,7 @@ impl SandboxRuntime for LocalRuntime {
         open.save().await
     }
 
-    #[tracing::instrument(skip_all, fields(sandbox_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(sandbox_id = %id), err(level = "debug"))] // NotFound is expected; callers log the rest
     async fn kill(&self, id: &SandboxId) -> Result<(), SandboxError> {
         self.inner.kill(id.as_str()).await
     }
