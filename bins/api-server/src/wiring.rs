@@ -19,8 +19,8 @@ use domain::TierTable;
 
 use crate::auth::{AuthConfig, JwtVerifier};
 use crate::config::Config;
-use bin_support::JsonPackageParser;
 use crate::state::{AppState, Check, HealthCheck};
+use bin_support::JsonPackageParser;
 
 /// A readiness probe gets this long per dependency.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);

@@ -12,8 +12,8 @@ mod reconciler;
 pub mod wiring;
 mod worker;
 
-pub use config::Config;
 pub use bin_support::{init_telemetry, JsonPackageParser};
+pub use config::Config;
 pub use reconciler::run_reconciler;
 pub use worker::{run, WorkerDeps, WorkerSettings};
 

@@ -13,8 +13,8 @@ use infra_pg::PgJobRepository;
 use infra_redis::{RedisLiveStore, RedisQueue, RedisStepLock};
 
 use crate::config::{Config, GeneratorKind};
-use bin_support::JsonPackageParser;
 use crate::worker::WorkerDeps;
+use bin_support::JsonPackageParser;
 
 /// Everything `main` runs: the build loop's adapters and the reconciler with its step lock.
 pub struct Wired {

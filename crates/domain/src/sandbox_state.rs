@@ -104,7 +104,10 @@ mod tests {
         assert!(Resuming.can_move(Running));
         assert!(Running.can_move(Expired));
         assert!(Paused.can_move(Killed));
-        assert!(PauseFailed.can_move(Resuming), "a resume can claim a sandbox whose pause failed");
+        assert!(
+            PauseFailed.can_move(Resuming),
+            "a resume can claim a sandbox whose pause failed"
+        );
     }
 
     #[test]
