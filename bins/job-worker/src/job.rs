@@ -1,12 +1,17 @@
 //! One leased job: check it is still queued, count the attempt, build it while a heartbeat keeps the lease
-//! alive and watches for a cancel, then ack or release the lease according to how the build ended.
+//! alive and the job's event channel is watched for a cancel, then ack or release the lease according to
+//! how the build ended.
+//!
+//! A cancel is seen at once through the event channel; the heartbeat's look at the job's row (every third
+//! of the lease TTL) is the fallback for when Redis pub/sub is down or an event was missed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use domain::ports::{JobQueue, Lease};
+use domain::ports::{JobQueue, Lease, LiveJobStore};
 use domain::usecases::pipeline::{run_build, BuildOutcome};
-use domain::JobStatus;
+use domain::{JobId, JobStatus};
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -61,7 +66,8 @@ pub(crate) async fn run_leased(
             &heartbeat_done,
             &lease_lost,
         );
-        let (outcome, ()) = tokio::join!(build, beat);
+        let watch = watch_for_cancel(deps, lease.job.job_id, &cancel, &heartbeat_done);
+        let (outcome, (), ()) = tokio::join!(build, beat, watch);
         record_metrics(&outcome);
         finish(
             deps.queue.as_ref(),
@@ -137,6 +143,55 @@ async fn heartbeat(
                 return;
             }
             Err(error) => tracing::warn!(error = %error, "could not check the job's status"),
+        }
+    }
+}
+
+/// Follows the job's events and stops the build as soon as one says `failed` (a cancel moves the job to
+/// failed and publishes it). Runs beside the build rather than before it, so a slow or unavailable Redis
+/// never delays the build; the heartbeat covers whatever this misses.
+async fn watch_for_cancel(
+    deps: &WorkerDeps,
+    job_id: JobId,
+    build: &CancellationToken,
+    done: &CancellationToken,
+) {
+    let live: &dyn LiveJobStore = deps.pipeline.live.as_ref();
+    let mut events = tokio::select! {
+        () = done.cancelled() => return,
+        subscribed = live.subscribe(job_id) => match subscribed {
+            Ok(events) => events,
+            Err(error) => {
+                tracing::warn!(error = %error, "could not follow the job's events; cancels are seen at the heartbeat");
+                return;
+            }
+        },
+    };
+    // A cancel published while we were subscribing is in the row: one look closes that gap.
+    if let Ok(Some(job)) = deps.pipeline.repo.get_job(job_id).await {
+        if job.status == JobStatus::Failed {
+            tracing::info!(
+                "job cancelled while its events were being followed; stopping the build"
+            );
+            build.cancel();
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            () = done.cancelled() => return,
+            event = events.next() => match event {
+                Some(event) if event.status == JobStatus::Failed => {
+                    tracing::info!("job failed or cancelled elsewhere; stopping the build");
+                    build.cancel();
+                    return;
+                }
+                Some(_) => {}
+                None => {
+                    tracing::debug!("job event stream ended; cancels are seen at the heartbeat");
+                    return;
+                }
+            },
         }
     }
 }

@@ -79,10 +79,28 @@ impl Env {
         shutdown_grace: Duration,
         shutdown: &CancellationToken,
     ) -> JoinHandle<anyhow::Result<()>> {
+        self.start_worker_with_ttl(
+            id,
+            probe_status,
+            shutdown_grace,
+            Duration::from_secs(3),
+            shutdown,
+        )
+    }
+
+    /// Starts a worker whose leases last `lease_ttl` (heartbeats every third of it).
+    fn start_worker_with_ttl(
+        &self,
+        id: &str,
+        probe_status: u16,
+        shutdown_grace: Duration,
+        lease_ttl: Duration,
+        shutdown: &CancellationToken,
+    ) -> JoinHandle<anyhow::Result<()>> {
         let settings = WorkerSettings {
             worker_id: id.to_owned(),
             concurrency: 2,
-            lease_ttl: Duration::from_secs(3),
+            lease_ttl,
             shutdown_grace,
             poll_interval: Duration::from_millis(20),
             pipeline: PipelineConfig {
@@ -268,6 +286,46 @@ async fn a_build_cancelled_from_the_api_stops_and_never_becomes_ready(pool: PgPo
     eventually(WAIT, "the lease is acked", || async {
         (!env.queue.contains(id).await.unwrap()).then_some(())
     })
+    .await;
+    let job = env.repo.get_job(id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.preview_url, None);
+    assert_eq!(env.runtime.count(Scripted::Killed), 1);
+    assert_eq!(env.runtime.pause_calls.load(Ordering::SeqCst), 0);
+
+    stop(shutdown, vec![worker]).await;
+}
+
+/// With a 60 s lease the heartbeat looks at the row only every 20 s: the cancel must reach the build
+/// through the job's event channel, within seconds.
+#[sqlx::test(migrator = "infra_pg::MIGRATOR")]
+async fn a_cancel_stops_the_build_within_seconds_not_at_the_next_heartbeat(pool: PgPool) {
+    const PROMPTLY: Duration = Duration::from_secs(5);
+    let env = Env::new(pool).await;
+    let id = env.submit("user_1").await;
+    let shutdown = CancellationToken::new();
+    let worker =
+        env.start_worker_with_ttl("worker-a", 503, WAIT, Duration::from_secs(60), &shutdown);
+    eventually(WAIT, "the build reaches checks", || async {
+        (env.status(id).await == JobStatus::Checks).then_some(())
+    })
+    .await;
+
+    let user = UserId::try_from("user_1").unwrap();
+    let deps = CancelDeps {
+        repo: env.repo.as_ref(),
+        live: env.live.as_ref(),
+        queue: env.queue.as_ref(),
+        sandbox: env.runtime.as_ref(),
+    };
+    cancel_job(deps, &user, id).await.expect("cancelled");
+
+    // The build ended (its lease acked) long before the first heartbeat at 20 s.
+    eventually(
+        PROMPTLY,
+        "the build stops and its lease is acked",
+        || async { (!env.queue.contains(id).await.unwrap()).then_some(()) },
+    )
     .await;
     let job = env.repo.get_job(id).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Failed);

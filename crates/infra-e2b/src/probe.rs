@@ -37,7 +37,9 @@ fn header(resp: &reqwest::Response, name: reqwest::header::HeaderName) -> Option
 
 #[async_trait]
 impl PreviewProbe for HttpPreviewProbe {
-    #[tracing::instrument(skip_all, fields(url = %url), err)]
+    // Unreachable is the expected answer while a dev server starts (the pipeline polls until it answers),
+    // so errors are debug here; the caller decides when it is a failure and logs it then.
+    #[tracing::instrument(skip_all, fields(url = %url), err(level = "debug"))]
     async fn get(&self, url: &str) -> Result<ProbeResponse, ProbeError> {
         let resp = self.client.get(url).send().await.map_err(|e| {
             if e.is_timeout() {

@@ -289,7 +289,9 @@ impl SandboxRuntime for E2bRuntime {
         self.control.set_timeout(id.as_str(), timeout).await
     }
 
-    #[tracing::instrument(skip_all, fields(sandbox_id = %id), err)]
+    // A sandbox already gone (NotFound) is an expected answer, and every caller logs the errors it does
+    // not expect, so the span records errors at debug only.
+    #[tracing::instrument(skip_all, fields(sandbox_id = %id), err(level = "debug"))]
     async fn kill(&self, id: &SandboxId) -> Result<(), SandboxError> {
         let result = self.control.kill(id.as_str()).await;
         if matches!(result, Ok(()) | Err(SandboxError::NotFound(_))) {

@@ -239,3 +239,50 @@ async fn unreachable_provider_is_unavailable() {
         "{result:?}"
     );
 }
+
+/// Counts WARN and ERROR events, so a test can show an expected condition is not logged as a problem.
+#[derive(Clone, Default)]
+struct Loud(Arc<std::sync::atomic::AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Loud {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() <= tracing::Level::WARN {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl Loud {
+    /// Installs the counter for this thread (the tests run on a current-thread runtime).
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        use tracing_subscriber::layer::SubscriberExt;
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(self.clone()))
+    }
+    fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Killing a sandbox that is already gone answers NotFound, which every caller expects: no WARN or ERROR.
+#[tokio::test]
+async fn killing_a_sandbox_already_gone_is_not_found_and_not_logged_as_a_problem() {
+    let router = Router::new().route(
+        "/sandboxes/{id}",
+        axum::routing::delete(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"code":404,"message":"not found"})),
+            )
+                .into_response()
+        }),
+    );
+    let url = serve(router).await;
+    let loud = Loud::default();
+    let _guard = loud.install();
+    let result = runtime(&url).kill(&sid("gone")).await;
+    assert!(
+        matches!(result, Err(SandboxError::NotFound(_))),
+        "{result:?}"
+    );
+    assert_eq!(loud.count(), 0, "no WARN or ERROR for an expected NotFound");
+}

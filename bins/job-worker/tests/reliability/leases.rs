@@ -137,7 +137,7 @@ async fn a_build_whose_worker_died_at_the_last_attempt_fails_with_its_old_sandbo
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(
         job.error_message.as_deref(),
-        Some("Build worker lost after 1 attempts")
+        Some("Build worker lost after 1 attempt")
     );
     assert!(job.debug_id.is_some());
     assert_eq!(job.sandbox_id.as_ref(), Some(&old_sandbox));

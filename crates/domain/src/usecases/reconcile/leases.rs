@@ -30,7 +30,7 @@ pub struct LeaseReport {
 
 impl Reconciler {
     /// Recovers builds whose lease expired (or was lost): requeued while attempts remain, else failed with
-    /// "Build worker lost after N attempts".
+    /// "Build worker lost after N attempt(s)".
     #[tracing::instrument(skip_all, err)]
     pub async fn recover_expired_leases(
         &self,
@@ -154,7 +154,7 @@ impl Reconciler {
         report: &mut LeaseReport,
     ) -> Result<(), ReconcileError> {
         let d = &self.deps;
-        let error_message = format!("Build worker lost after {} attempts", job.attempts);
+        let error_message = worker_lost_message(job.attempts);
         let update = TransitionUpdate {
             message: Some(JobStatus::Failed.label().to_owned()),
             error_message: Some(error_message.clone()),
@@ -209,6 +209,12 @@ pub(super) fn queued_job(job: &Job) -> QueuedJob {
         project_id: job.project_id,
         tier: job.tier,
     }
+}
+
+/// The error message of a build failed because its worker was lost `attempts` times.
+pub(super) fn worker_lost_message(attempts: i32) -> String {
+    let noun = if attempts == 1 { "attempt" } else { "attempts" };
+    format!("Build worker lost after {attempts} {noun}")
 }
 
 #[cfg(test)]

@@ -173,3 +173,9 @@ async fn a_finished_job_whose_lease_expired_is_left_alone() {
     assert_eq!(report.untouched, 1);
     assert!(enqueued.lock().unwrap().is_empty());
 }
+
+#[test]
+fn the_worker_lost_message_counts_attempts_in_english() {
+    assert_eq!(worker_lost_message(1), "Build worker lost after 1 attempt");
+    assert_eq!(worker_lost_message(3), "Build worker lost after 3 attempts");
+}

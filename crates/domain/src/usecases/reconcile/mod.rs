@@ -31,7 +31,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use crate::ports::{
@@ -162,7 +162,8 @@ pub mod step {
 #[derive(Debug, Clone, Copy)]
 struct PauseBackoff {
     failures: u32,
-    next_try: Instant,
+    /// On the clock passed to the steps (`now`), not the process clock.
+    next_retry_at: DateTime<Utc>,
 }
 
 /// Runs the reconcile steps; one per worker process.

@@ -33,9 +33,10 @@ pub struct PauseReport {
 
 impl Reconciler {
     /// Retries the pause of READY sandboxes whose post-READY pause failed: state `pause_failed`, or
-    /// `running`, never resumed, under the `immediate` policy, past `pause_grace` and without preview
-    /// activity in the last `idle_pause_after`. Failures back off
-    /// exponentially; after `max_pause_attempts` in a row the state becomes `pause_failed`.
+    /// `running`, never resumed, under the `immediate` policy and past `pause_grace`. Preview activity does
+    /// not defer it (status polls count as activity; only a resumed sandbox is kept awake by it, in
+    /// [`Self::repause_idle`]). Failures back off exponentially on the `now` clock; after
+    /// `max_pause_attempts` in a row the state becomes `pause_failed`.
     #[tracing::instrument(skip_all, err)]
     pub async fn retry_failed_pauses(
         &self,
@@ -46,7 +47,7 @@ impl Reconciler {
             .into_iter()
             .filter(|j| self.is_failed_pause(j, now))
             .collect();
-        Ok(self.pause_all(due).await)
+        Ok(self.pause_all(due, now).await)
     }
 
     /// Pauses running READY sandboxes idle past their limit: `idle_pause_after` since the later of
@@ -56,7 +57,7 @@ impl Reconciler {
     pub async fn repause_idle(&self, now: DateTime<Utc>) -> Result<PauseReport, ReconcileError> {
         let jobs = self.attention().await?;
         let due: Vec<Job> = jobs.into_iter().filter(|j| self.is_idle(j, now)).collect();
-        Ok(self.pause_all(due).await)
+        Ok(self.pause_all(due, now).await)
     }
 
     /// READY (and failed) jobs with a live, unpaused sandbox; forgets backoff of jobs no longer among them.
@@ -79,13 +80,11 @@ impl Reconciler {
             SandboxState::PauseFailed => true,
             SandboxState::Running => {
                 let ready_at = job.completed_at.unwrap_or(job.updated_at);
-                // Recent preview activity means someone is using it (a resume from pause_failed stamps
-                // activity, not resumed_at): it is paused once idle instead.
-                let in_use = job
-                    .last_activity_at
-                    .is_some_and(|a| elapsed(a, now) < self.config.idle_pause_after);
+                // Activity is deliberately ignored: the front end's status polls count as activity, so
+                // waiting for a quiet spell would leave a failed pause billing for as long as the page
+                // stays open. Only a resumed sandbox (resumed_at set) is protected by activity, and that
+                // one belongs to `repause_idle`.
                 job.resumed_at.is_none()
-                    && !in_use
                     && self.config.pause_policy == PausePolicy::Immediate
                     && elapsed(ready_at, now) >= self.config.pause_grace
             }
@@ -109,14 +108,15 @@ impl Reconciler {
         elapsed(since, now) >= limit
     }
 
-    async fn pause_all(&self, due: Vec<Job>) -> PauseReport {
+    /// Pauses each due job unless it is backing off at `now` (the same clock as every other time rule).
+    async fn pause_all(&self, due: Vec<Job>, now: DateTime<Utc>) -> PauseReport {
         let mut report = PauseReport {
             due: due.len(),
             ..PauseReport::default()
         };
         for job in due {
             let failures = match self.backoff_map().get(&job.id) {
-                Some(b) if b.next_try > Instant::now() => {
+                Some(b) if b.next_retry_at > now => {
                     report.backing_off += 1;
                     continue;
                 }
@@ -150,7 +150,7 @@ impl Reconciler {
                         job.id,
                         PauseBackoff {
                             failures,
-                            next_try: Instant::now() + delay,
+                            next_retry_at: after(now, delay),
                         },
                     );
                     tracing::warn!(
@@ -225,6 +225,14 @@ impl Reconciler {
         // Poisoning only follows a panic elsewhere; the map is still usable.
         self.backoff.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// `now + delay`, saturating (the backoff is capped far below chrono's range anyway).
+fn after(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(delay)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// Time from `since` to `now` (zero when `since` is in the future, e.g. clock skew).

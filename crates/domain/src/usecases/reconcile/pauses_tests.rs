@@ -42,14 +42,20 @@ fn flaky_runtime(failures: usize) -> (MockSandboxRuntime, Arc<AtomicUsize>) {
     (runtime, calls)
 }
 
-#[tokio::test(start_paused = true)]
+/// `d` as a chrono duration, to move the `now` handed to the steps.
+fn ch(d: Duration) -> ChronoDuration {
+    ChronoDuration::from_std(d).unwrap()
+}
+
+#[tokio::test]
 async fn a_failed_pause_is_retried_with_backoff_until_it_succeeds() {
     let j = ready_job(SandboxState::Running);
     let (repo, row) = attention_repo(&j);
     let (runtime, calls) = flaky_runtime(2);
     let config = ReconcileConfig::default();
     let rec = reconciler(repo, live_accepting(), MockJobQueue::new(), runtime, config);
-    let now = Utc::now();
+    let base = ch(config.pause_backoff_base);
+    let mut now = Utc::now();
 
     let r1 = rec.retry_failed_pauses(now).await.unwrap();
     assert_eq!((r1.failed, r1.paused), (1, 0));
@@ -60,14 +66,14 @@ async fn a_failed_pause_is_retried_with_backoff_until_it_succeeds() {
     assert_eq!(r2.backing_off, 1);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
-    tokio::time::advance(config.pause_backoff_base).await;
+    now += base;
     let r3 = rec.retry_failed_pauses(now).await.unwrap();
     assert_eq!(r3.failed, 1);
 
     // The second wait is twice the first.
-    tokio::time::advance(config.pause_backoff_base).await;
+    now += base;
     assert_eq!(rec.retry_failed_pauses(now).await.unwrap().backing_off, 1);
-    tokio::time::advance(config.pause_backoff_base).await;
+    now += base;
     let r4 = rec.retry_failed_pauses(now).await.unwrap();
     assert_eq!(r4.paused, 1);
     assert!(row.current().sandbox_paused());
@@ -80,7 +86,29 @@ async fn a_failed_pause_is_retried_with_backoff_until_it_succeeds() {
     );
 }
 
+/// The backoff follows the `now` handed in, not the process clock: with the process clock frozen, moving
+/// `now` past the backoff retries, and not moving it does not.
 #[tokio::test(start_paused = true)]
+async fn the_backoff_runs_on_the_clock_passed_in() {
+    let j = ready_job(SandboxState::Running);
+    let (repo, _row) = attention_repo(&j);
+    let (runtime, calls) = flaky_runtime(usize::MAX);
+    let config = ReconcileConfig::default();
+    let rec = reconciler(repo, live_accepting(), MockJobQueue::new(), runtime, config);
+    let now = Utc::now();
+    assert_eq!(rec.retry_failed_pauses(now).await.unwrap().failed, 1);
+
+    // The process clock moving on is not the reconciler's clock.
+    tokio::time::advance(config.pause_backoff_max * 2).await;
+    assert_eq!(rec.retry_failed_pauses(now).await.unwrap().backing_off, 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    let later = now + ch(config.pause_backoff_base);
+    assert_eq!(rec.retry_failed_pauses(later).await.unwrap().failed, 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
 async fn repeated_failures_mark_the_sandbox_pause_failed_and_retries_go_on() {
     let j = ready_job(SandboxState::Running);
     let (repo, row) = attention_repo(&j);
@@ -90,28 +118,51 @@ async fn repeated_failures_mark_the_sandbox_pause_failed_and_retries_go_on() {
         ..ReconcileConfig::default()
     };
     let rec = reconciler(repo, live_accepting(), MockJobQueue::new(), runtime, config);
-    let now = Utc::now();
+    let mut now = Utc::now();
     assert_eq!(rec.retry_failed_pauses(now).await.unwrap().gave_up, 0);
-    tokio::time::advance(config.pause_backoff_max).await;
+    now += ch(config.pause_backoff_max);
     assert_eq!(rec.retry_failed_pauses(now).await.unwrap().gave_up, 1);
     assert_eq!(row.current().sandbox_state, SandboxState::PauseFailed);
-    tokio::time::advance(config.pause_backoff_max).await;
+    now += ch(config.pause_backoff_max);
     let again = rec.retry_failed_pauses(now).await.unwrap();
     assert_eq!((again.failed, again.gave_up), (1, 0));
     assert_eq!(row.current().sandbox_state, SandboxState::PauseFailed);
 }
 
+/// The front end polls status every few seconds, and each poll of a running sandbox counts as activity:
+/// a never-resumed sandbox whose pause failed is still retried on its backoff while it is polled.
 #[tokio::test]
-async fn a_just_ready_resumed_or_in_use_sandbox_is_not_a_failed_pause() {
+async fn a_failed_pause_is_retried_while_status_polls_keep_counting_as_activity() {
+    let mut j = ready_job(SandboxState::Running);
+    let mut now = Utc::now();
+    j.last_activity_at = Some(now);
+    let (repo, row) = attention_repo(&j);
+    let (runtime, calls) = flaky_runtime(1);
+    let config = ReconcileConfig::default();
+    let rec = reconciler(repo, live_accepting(), MockJobQueue::new(), runtime, config);
+
+    assert_eq!(rec.retry_failed_pauses(now).await.unwrap().failed, 1);
+    now += ch(config.pause_backoff_base);
+    // A poll just now.
+    row.job.lock().unwrap().last_activity_at = Some(now);
+    let report = rec.retry_failed_pauses(now).await.unwrap();
+    assert_eq!(report.paused, 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert!(row.current().sandbox_paused());
+}
+
+#[tokio::test]
+async fn a_just_ready_or_resumed_in_use_sandbox_is_not_a_failed_pause() {
     let mut fresh = ready_job(SandboxState::Running);
     let now = Utc::now();
     fresh.completed_at = Some(now);
     let mut resumed = ready_job(SandboxState::Running);
     resumed.resumed_at = Some(now);
-    let mut in_use = ready_job(SandboxState::Running);
-    in_use.last_activity_at = Some(now - ChronoDuration::minutes(1));
+    let mut resumed_in_use = ready_job(SandboxState::Running);
+    resumed_in_use.resumed_at = Some(now - ChronoDuration::minutes(30));
+    resumed_in_use.last_activity_at = Some(now - ChronoDuration::minutes(1));
     let mut repo = MockJobRepository::new();
-    let jobs = vec![fresh, resumed, in_use];
+    let jobs = vec![fresh, resumed, resumed_in_use];
     repo.expect_jobs_needing_attention()
         .returning(move |_| Ok(jobs.clone()));
     // No pause expectation: any pause would panic.
