@@ -219,15 +219,15 @@ async fn dropping_the_last_stream_unsubscribes() {
         let counts: Vec<(String, i64)> = c.pubsub_numsub(ch).await.unwrap();
         counts[0].1
     };
-    let a = store.subscribe(j.id).await.unwrap();
-    let b = store.subscribe(j.id).await.unwrap();
+    let a = within("subscribe a", store.subscribe(j.id)).await.unwrap();
+    let b = within("subscribe b", store.subscribe(j.id)).await.unwrap();
     // One shared connection carries both streams.
     assert_eq!(subscribers(r.client.clone(), channel.clone()).await, 1);
     drop(a);
     // Still subscribed for `b`: publish reaches it.
     store.save_and_publish(&j, &event(&j)).await.unwrap();
     let mut b = b;
-    assert_eq!(b.next().await, Some(event(&j)));
+    assert_eq!(within("b's event", b.next()).await, Some(event(&j)));
     drop(b);
     eventually(WAIT, "the unsubscribe", || {
         let (c, ch) = (r.client.clone(), channel.clone());
@@ -235,13 +235,21 @@ async fn dropping_the_last_stream_unsubscribes() {
     })
     .await;
     // And a new stream after that subscribes again.
-    let mut c = store.subscribe(j.id).await.unwrap();
+    let mut c = within("subscribe c", store.subscribe(j.id)).await.unwrap();
     let later = advanced(&j, JobStatus::Starting);
     store
         .save_and_publish(&later, &event(&later))
         .await
         .unwrap();
-    assert_eq!(c.next().await, Some(event(&later)));
+    assert_eq!(within("c's event", c.next()).await, Some(event(&later)));
+}
+
+/// `future`'s output, or a failure naming what did not happen within [`WAIT`].
+async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(WAIT, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("{what}: nothing within {WAIT:?}"),
+    }
 }
 
 #[tokio::test]

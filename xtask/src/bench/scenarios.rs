@@ -22,7 +22,7 @@ use super::report::Table;
 use super::seed::{self, Stores};
 use super::stack::{ApiServer, DATABASE, SECRET};
 use super::stats::{redis_counters, settled_pg_counters, OWN_COMMITS};
-use super::{events, report, status_reads, throughput, Sizes};
+use super::{changes, events, report, status_reads, throughput, Sizes};
 
 /// The user every bench token speaks for.
 const USER: &str = "bench-user";
@@ -348,9 +348,9 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
     notes.push(format!(
         "Pause bookkeeping: per job paused_at − completed_at, both stamped by Postgres (READY write to \
          paused write), minus the instant runtime's mean pause time ({} pauses, {:?} each); measured \
-         for the throughput run (64 builds at once over job-worker's 10-connection pool) and for jobs \
+         for the throughput run ({} builds at once over job-worker's 10-connection pool) and for jobs \
          submitted one at a time (the target applies to the latter: the bookkeeping itself).",
-        pauses, runtime_pause
+        pauses, runtime_pause, sizes.worker_concurrency
     ));
     notes.push(
         "Events: every stream received its snapshot first; then each job moved queued → starting \
@@ -358,6 +358,8 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
          delay is arrival time − the event's timestamp."
             .to_owned(),
     );
+
+    notes.extend(changes::notes(&table, changes::CHANGES));
 
     let raw = serde_json::json!({
         "sizes": sizes,

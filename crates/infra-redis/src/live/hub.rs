@@ -4,6 +4,10 @@
 //! count when the stream is dropped; at zero a janitor task unsubscribes. SUBSCRIBE and UNSUBSCRIBE of one
 //! channel are serialised by the entry's gate, so an unsubscribe of the last stream can never overtake the
 //! subscribe of a new one.
+//!
+//! fred (10.1) resolves SUBSCRIBE as soon as the command is queued and drops Redis's confirmation, so a
+//! subscribe is fenced by a PING on the same connection: Redis answers a connection's commands in order,
+//! so the PONG means the subscription is in effect and no event published after it can be missed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,7 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use domain::ports::{EventStream, StoreError};
 use domain::JobEvent;
 use fred::clients::SubscriberClient;
-use fred::prelude::{Builder, Client, ClientLike, EventInterface, PubsubInterface};
+use fred::prelude::{Builder, Client, ClientLike, EventInterface, PubsubInterface, Value};
+use fred::types::Message;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -71,7 +76,8 @@ impl Hub {
         // Re-subscribes every tracked channel after a reconnect.
         let resubscriber = subscriber.manage_subscriptions();
         let tasks = vec![
-            tokio::spawn(dispatch(subscriber.clone(), channels.clone())),
+            // The receiver is taken here, not in the task, so no message can arrive before it exists.
+            tokio::spawn(dispatch(subscriber.message_rx(), channels.clone())),
             tokio::spawn(janitor(subscriber.clone(), channels.clone(), release_rx)),
         ];
         Ok(Arc::new(Self {
@@ -110,6 +116,7 @@ impl Hub {
                     .subscribe(name.as_str())
                     .await
                     .map_err(store_err)?;
+                let _pong: Value = self.subscriber.ping(None).await.map_err(store_err)?;
                 *subscribed = true;
             }
         }
@@ -169,8 +176,7 @@ impl Drop for StreamGuard {
 }
 
 /// Routes each message to its channel's streams, parsing it once.
-async fn dispatch(subscriber: SubscriberClient, channels: Channels) {
-    let mut rx = subscriber.message_rx();
+async fn dispatch(mut rx: broadcast::Receiver<Message>, channels: Channels) {
     loop {
         let message = match rx.recv().await {
             Ok(message) => message,
