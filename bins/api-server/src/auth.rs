@@ -2,6 +2,7 @@
 //! JWKS URL (production, Clerk-style). `sub` is the user; the tier comes from a `tier` claim or
 //! `public_metadata.tier`, bootstrapper when absent.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -97,9 +98,10 @@ pub struct JwtVerifier {
     hs256: Option<DecodingKey>,
     rsa_pem: Option<DecodingKey>,
     jwks: Option<Jwks>,
-    issuer: Option<String>,
-    audience: Vec<String>,
     azp: Vec<String>,
+    /// Built once: the checks never change, and building one per request showed in the status route's profile.
+    hs256_validation: Validation,
+    rs256_validation: Validation,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +131,10 @@ impl JwtVerifier {
             .map(|pem| DecodingKey::from_rsa_pem(pem.as_bytes()))
             .transpose()
             .map_err(AuthSetupError::BadPem)?;
+        let hs256_validation =
+            validation(Algorithm::HS256, config.issuer.as_deref(), &config.audience);
+        let rs256_validation =
+            validation(Algorithm::RS256, config.issuer.as_deref(), &config.audience);
         Ok(Self {
             hs256: config
                 .hs256_secret
@@ -144,9 +150,9 @@ impl JwtVerifier {
                 fetched_at: Mutex::new(None),
                 min_refresh: JWKS_MIN_REFRESH,
             }),
-            issuer: config.issuer,
-            audience: config.audience,
             azp: config.azp,
+            hs256_validation,
+            rs256_validation,
         })
     }
 
@@ -165,13 +171,19 @@ impl JwtVerifier {
     /// Verifies a token: signature, exp, nbf, iss, and aud/azp when configured.
     pub async fn verify(&self, token: &str) -> Result<AuthUser, AuthError> {
         let header = decode_header(token).map_err(|_| AuthError::MalformedToken)?;
-        let key = match header.alg {
-            Algorithm::HS256 => self.hs256.clone().ok_or(AuthError::BadAlgorithm)?,
-            Algorithm::RS256 => self.rsa_key(header.kid.as_deref()).await?,
+        let (key, validation) = match header.alg {
+            Algorithm::HS256 => (
+                Cow::Borrowed(self.hs256.as_ref().ok_or(AuthError::BadAlgorithm)?),
+                &self.hs256_validation,
+            ),
+            Algorithm::RS256 => (
+                Cow::Owned(self.rsa_key(header.kid.as_deref()).await?),
+                &self.rs256_validation,
+            ),
             _ => return Err(AuthError::BadAlgorithm),
         };
-        let data = decode::<Claims>(token, &key, &self.validation(header.alg))
-            .map_err(|e| map_jwt_error(e.kind()))?;
+        let data =
+            decode::<Claims>(token, &key, validation).map_err(|e| map_jwt_error(e.kind()))?;
         let claims = data.claims;
         if !self.azp.is_empty() {
             match &claims.azp {
@@ -192,25 +204,6 @@ impl JwtVerifier {
             }
         };
         Ok(AuthUser { user_id, tier })
-    }
-
-    fn validation(&self, alg: Algorithm) -> Validation {
-        let mut v = Validation::new(alg);
-        v.leeway = CLOCK_LEEWAY_SECS;
-        v.validate_nbf = true;
-        let mut required = vec!["exp", "sub"];
-        if let Some(iss) = &self.issuer {
-            v.set_issuer(&[iss]);
-            required.push("iss");
-        }
-        if self.audience.is_empty() {
-            v.validate_aud = false;
-        } else {
-            v.set_audience(&self.audience);
-            required.push("aud");
-        }
-        v.set_required_spec_claims(&required);
-        v
     }
 
     async fn rsa_key(&self, kid: Option<&str>) -> Result<DecodingKey, AuthError> {
@@ -274,6 +267,26 @@ impl Jwks {
         *fetched_at = Some(Instant::now());
         Ok(())
     }
+}
+
+/// The checks for one algorithm: exp and nbf with leeway, iss and aud when configured (azp is checked apart).
+fn validation(alg: Algorithm, issuer: Option<&str>, audience: &[String]) -> Validation {
+    let mut v = Validation::new(alg);
+    v.leeway = CLOCK_LEEWAY_SECS;
+    v.validate_nbf = true;
+    let mut required = vec!["exp", "sub"];
+    if let Some(iss) = issuer {
+        v.set_issuer(&[iss]);
+        required.push("iss");
+    }
+    if audience.is_empty() {
+        v.validate_aud = false;
+    } else {
+        v.set_audience(audience);
+        required.push("aud");
+    }
+    v.set_required_spec_claims(&required);
+    v
 }
 
 fn map_jwt_error(kind: &ErrorKind) -> AuthError {

@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -46,7 +47,7 @@ pub async fn track(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
@@ -55,6 +56,16 @@ pub async fn track(req: Request, next: Next) -> Response {
     metrics::histogram!(LATENCY, "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The method as a label, without an allocation for the methods the API serves.
+fn method_label(method: &Method) -> metrics::SharedString {
+    match *method {
+        Method::GET => metrics::SharedString::const_str("GET"),
+        Method::POST => metrics::SharedString::const_str("POST"),
+        Method::HEAD => metrics::SharedString::const_str("HEAD"),
+        _ => metrics::SharedString::from_owned(method.as_str().to_owned()),
+    }
 }
 
 pub fn job_submitted(status: JobStatus) {

@@ -37,9 +37,12 @@ pub trait HealthCheck: Send + Sync {
     async fn job_counts(&self) -> Option<Vec<(String, i64)>>;
 }
 
-/// The handlers' shared state: small, cloned per request.
-#[derive(Clone)]
-pub struct AppState {
+/// The handlers' shared state. Behind one `Arc`: axum clones the state for every request, and cloning the
+/// fields one by one (a score of reference counts) showed in the status route's profile.
+pub type AppState = Arc<Shared>;
+
+/// What [`AppState`] points to.
+pub struct Shared {
     pub repo: Arc<dyn JobRepository>,
     pub live: Arc<dyn LiveJobStore>,
     pub queue: Arc<dyn JobQueue>,
@@ -65,7 +68,7 @@ pub struct AppState {
     pub sse_heartbeat: Duration,
 }
 
-impl AppState {
+impl Shared {
     pub fn submit_deps(&self) -> SubmitDeps<'_> {
         SubmitDeps {
             repo: self.repo.as_ref(),

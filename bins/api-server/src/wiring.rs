@@ -19,7 +19,7 @@ use domain::TierTable;
 
 use crate::auth::{AuthConfig, JwtVerifier};
 use crate::config::Config;
-use crate::state::{AppState, Check, HealthCheck};
+use crate::state::{AppState, Check, HealthCheck, Shared};
 use bin_support::JsonPackageParser;
 
 /// A readiness probe gets this long per dependency.
@@ -65,7 +65,7 @@ pub fn assemble(parts: Parts) -> AppState {
         },
         SnapshotConfig::default(),
     );
-    AppState {
+    Arc::new(Shared {
         activity: Activity::new(repo.clone()),
         repo,
         live,
@@ -89,7 +89,7 @@ pub fn assemble(parts: Parts) -> AppState {
         shutdown: CancellationToken::new(),
         request_timeout: parts.request_timeout,
         sse_heartbeat: parts.sse_heartbeat,
-    }
+    })
 }
 
 /// Connects everything the configuration names. Fails at start, naming what is wrong.

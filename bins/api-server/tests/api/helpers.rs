@@ -148,11 +148,12 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         request_timeout: options.request_timeout,
         sse_heartbeat: options.sse_heartbeat,
     });
+    let shared = Arc::get_mut(&mut state).expect("the state is not shared yet");
     if let Some(wrap) = options.wrap_live {
-        state.live = wrap(state.live.clone());
+        shared.live = wrap(shared.live.clone());
     }
     if let Some(repo) = options.repo {
-        state.repo = repo;
+        shared.repo = repo;
     }
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
