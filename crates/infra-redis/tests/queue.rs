@@ -56,6 +56,27 @@ async fn higher_tiers_go_first_and_each_tier_is_fifo() {
 }
 
 #[tokio::test]
+async fn position_is_the_place_in_lease_order_and_none_once_leased() {
+    let r = TestRedis::new().await;
+    let q = queue(&r, TierTable::default());
+    let b1 = queued("u_b1", Tier::Bootstrapper);
+    let b2 = queued("u_b2", Tier::Bootstrapper);
+    let c1 = queued("u_c1", Tier::CtoScale);
+    for j in [&b1, &b2, &c1] {
+        q.enqueue(j).await.unwrap();
+    }
+    // The cto_scale job jumps ahead of the earlier bootstrapper ones.
+    assert_eq!(q.position(c1.job_id).await.unwrap(), Some(1));
+    assert_eq!(q.position(b1.job_id).await.unwrap(), Some(2));
+    assert_eq!(q.position(b2.job_id).await.unwrap(), Some(3));
+    assert_eq!(lease_id(&q, "w").await, Some(c1.job_id));
+    assert_eq!(q.position(c1.job_id).await.unwrap(), None);
+    assert_eq!(q.position(b1.job_id).await.unwrap(), Some(1));
+    assert_eq!(q.position(b2.job_id).await.unwrap(), Some(2));
+    assert_eq!(q.position(JobId::new()).await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn the_cap_refuses_with_a_retry_hint_and_duplicates_are_no_ops() {
     let r = TestRedis::new().await;
     let q = queue(&r, TierTable::default());

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 
 use domain::usecases::submit::submit_job;
-use domain::JobStatus;
+use domain::{JobId, JobStatus};
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, JobIdPath};
@@ -45,7 +45,7 @@ pub async fn submit(
     let (position, message) = if status == JobStatus::Scheduled {
         (0, "Daily limit reached. Scheduled for tomorrow.".to_owned())
     } else {
-        let position = position_bound(&state, status).await;
+        let position = queue_position(&state, submitted.job.id, status).await;
         (position, format!("Queued at position {position}"))
     };
     Ok((
@@ -80,22 +80,22 @@ pub async fn get(
     Ok(Json(JobStatusResponse {
         job_id: job.id.to_string(),
         status: job.status.as_str().to_owned(),
-        position: position_bound(&state, job.status).await,
+        position: queue_position(&state, job.id, job.status).await,
         message: job.status_message.clone(),
         usage: UsageResponse::from(usage),
     }))
 }
 
-/// The queue does not report ranks; a queued job is at most as far back as the queue is long.
-async fn position_bound(state: &AppState, status: JobStatus) -> usize {
+/// The job's 1-based place in the queue; 0 when it is not waiting there (as the Python API answered).
+async fn queue_position(state: &AppState, id: JobId, status: JobStatus) -> usize {
     if status != JobStatus::Queued {
         return 0;
     }
-    match state.queue.pending_len().await {
-        Ok(n) => n.max(1),
+    match state.queue.position(id).await {
+        Ok(place) => place.unwrap_or(0),
         Err(error) => {
-            tracing::warn!(error = %error, "queue length unavailable");
-            1
+            tracing::warn!(job_id = %id, error = %error, "queue position unavailable");
+            0
         }
     }
 }

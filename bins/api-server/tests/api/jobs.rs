@@ -31,6 +31,41 @@ async fn submit_answers_201_with_usage_counters() {
 }
 
 #[tokio::test]
+async fn position_is_the_jobs_own_place_in_the_queue() {
+    let app = spawn_app().await;
+    let project = app.create_project(ALICE).await;
+    let body = json!({"project_id": project.to_string(), "goal": "a shop"});
+    let mut ids = Vec::new();
+    for expected in 1..=3 {
+        let resp: Value = app
+            .post_json("/api/jobs", ALICE, &body)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(resp["position"], expected);
+        assert_eq!(resp["message"], format!("Queued at position {expected}"));
+        ids.push(resp["job_id"].as_str().unwrap().to_owned());
+    }
+    // The first job leaves the queue: the others move up, and the first reads 0.
+    let first = domain::JobId::parse(&ids[0]).unwrap();
+    assert!(app.state.queue.remove(first).await.unwrap());
+    let app = &app;
+    let place = |id: String| async move {
+        let body: Value = app
+            .get(&format!("/api/jobs/{id}"), ALICE)
+            .await
+            .json()
+            .await
+            .unwrap();
+        body["position"].as_u64().unwrap()
+    };
+    assert_eq!(place(ids[2].clone()).await, 2);
+    assert_eq!(place(ids[1].clone()).await, 1);
+    assert_eq!(place(ids[0].clone()).await, 0);
+}
+
+#[tokio::test]
 async fn the_sixth_bootstrapper_job_of_the_day_is_scheduled() {
     let app = spawn_app().await;
     let project = app.create_project(ALICE).await;

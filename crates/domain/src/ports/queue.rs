@@ -69,4 +69,8 @@ pub trait JobQueue: Send + Sync {
 
     /// How many jobs are pending.
     async fn pending_len(&self) -> Result<usize, QueueError>;
+
+    /// The job's place among the pending jobs, 1 for the next to be leased; `None` when it is not pending
+    /// (leased, finished, removed, or never enqueued).
+    async fn position(&self, job: JobId) -> Result<Option<usize>, QueueError>;
 }

@@ -276,4 +276,15 @@ impl JobQueue for RedisQueue {
             .map_err(queue_err)?;
         Ok(usize::try_from(len).unwrap_or(usize::MAX))
     }
+
+    #[tracing::instrument(skip_all, fields(job_id = %job), err)]
+    async fn position(&self, job: JobId) -> Result<Option<usize>, QueueError> {
+        // Scores order the pending set as lease takes from it (tier first, then FIFO), so the rank is the place.
+        let rank: Option<u64> = self
+            .client
+            .zrank(self.keys.queue_pending(), job.to_string(), false)
+            .await
+            .map_err(queue_err)?;
+        Ok(rank.map(|r| usize::try_from(r).unwrap_or(usize::MAX).saturating_add(1)))
+    }
 }
