@@ -1,42 +1,22 @@
 //! Prometheus metrics: requests by route and status, latency histograms, jobs submitted and cancelled, and
 //! jobs by status (counted at scrape time).
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use domain::JobStatus;
 
 const REQUESTS: &str = "http_requests_total";
 const LATENCY: &str = "http_request_duration_seconds";
-const LATENCY_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
 
-/// Installs the process-wide recorder once; later calls (several apps in one test process) share it.
+/// The process-wide recorder (shared with job-worker's setup: one set of histogram buckets).
 pub fn install() -> Option<PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full(LATENCY.into()), LATENCY_BUCKETS)
-                .ok()?
-                .build_recorder();
-            let handle = recorder.handle();
-            match metrics::set_global_recorder(recorder) {
-                Ok(()) => Some(handle),
-                Err(error) => {
-                    tracing::warn!(error = %error, "a metrics recorder is already installed");
-                    None
-                }
-            }
-        })
-        .clone()
+    bin_support::metrics::install()
 }
 
 /// Middleware: counts and times each request under its route template (never the raw path, whose ids

@@ -113,6 +113,10 @@ pub struct Config {
     #[arg(long, env = "RECONCILE_INTERVAL_SECS", default_value_t = 15)]
     pub reconcile_interval_secs: u64,
 
+    /// Where to serve `GET /metrics` (Prometheus), e.g. `127.0.0.1:9464`; not served when unset.
+    #[arg(long, env = "WORKER_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// This worker's name on its leases (default `<hostname>-<pid>`).
     #[arg(long, env = "WORKER_ID")]
     pub worker_id: Option<String>,

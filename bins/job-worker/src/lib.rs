@@ -8,6 +8,7 @@
 
 pub mod config;
 mod job;
+pub mod metrics_server;
 mod reconciler;
 pub mod wiring;
 mod worker;

@@ -1,9 +1,13 @@
 //! The job-worker binary: configuration, telemetry, adapters, then build jobs until SIGTERM or Ctrl-C.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use job_worker::{init_telemetry, wiring, Config};
 
@@ -23,6 +27,9 @@ async fn main() -> ExitCode {
     let run = async {
         let wired = wiring::build_all(&config).await?;
         let shutdown = job_worker::shutdown_on_signal();
+        if let Some(addr) = config.metrics_addr {
+            serve_metrics(addr, shutdown.clone()).await?;
+        }
         let reconcile = async {
             if config.reconcile_interval_secs > 0 {
                 let every = Duration::from_secs(config.reconcile_interval_secs);
@@ -48,4 +55,20 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Binds `addr` (failing start-up when it cannot) and serves the metrics in the background.
+async fn serve_metrics(addr: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let handle = bin_support::metrics::install()
+        .context("cannot install the metrics recorder: another one is already installed")?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on WORKER_METRICS_ADDR={addr}"))?;
+    tracing::info!(metrics_addr = %addr, "serving GET /metrics");
+    tokio::spawn(async move {
+        if let Err(error) = job_worker::metrics_server::serve(listener, handle, shutdown).await {
+            tracing::error!(error = %error, "the metrics endpoint stopped");
+        }
+    });
+    Ok(())
 }

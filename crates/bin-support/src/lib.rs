@@ -1,14 +1,17 @@
 //! What both binaries share between their settings and their adapters: secrets that never print, log
 //! setup, the sandbox runtime and tier limits as settings (with the runtime they name), and the
-//! package.json parser the domain's use cases are given. One place, so api-server and job-worker cannot
+//! package.json parser the domain's use cases are given, and the Prometheus recorder. One place, so api-server and job-worker cannot
 //! drift apart (they must agree on the runtime and on the tier limits the queue enforces).
 
+mod metered;
+pub mod metrics;
 mod package_json;
 mod runtime;
 mod secret;
 mod telemetry;
 mod tiers;
 
+pub use metered::MeteredRuntime;
 pub use package_json::JsonPackageParser;
 pub use runtime::{RuntimeArgs, RuntimeKind, RuntimeSetupError};
 pub use secret::Secret;

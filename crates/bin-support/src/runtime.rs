@@ -8,6 +8,7 @@ use domain::ports::{SandboxError, SandboxRuntime};
 use infra_e2b::{ApiKey, E2bConfig, E2bRuntime};
 use infra_local::LocalRuntime;
 
+use crate::metered::MeteredRuntime;
 use crate::Secret;
 
 /// Where builds run.
@@ -70,6 +71,12 @@ pub struct RuntimeArgs {
 impl RuntimeArgs {
     /// Opens the runtime these settings name.
     pub fn build(&self) -> Result<Arc<dyn SandboxRuntime>, RuntimeSetupError> {
+        self.build_unmetered()
+            .map(|runtime| Arc::new(MeteredRuntime::new(runtime)) as Arc<dyn SandboxRuntime>)
+    }
+
+    /// The runtime without the latency metrics of [`MeteredRuntime`].
+    fn build_unmetered(&self) -> Result<Arc<dyn SandboxRuntime>, RuntimeSetupError> {
         match self.sandbox_runtime {
             RuntimeKind::Local => LocalRuntime::new(self.local_sandbox_root.clone())
                 .map(|r| Arc::new(r) as Arc<dyn SandboxRuntime>)
