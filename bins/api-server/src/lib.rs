@@ -34,7 +34,7 @@ use tracing::Level;
 
 pub use config::Config;
 pub use error::ApiError;
-pub use state::{AppState, Check, HealthCheck, Shared};
+pub use state::{AppState, Check, HealthCheck, JobCounts, Shared};
 
 use routes::{generation, health, jobs, lifecycle, projects};
 

@@ -52,6 +52,12 @@ pub fn job_submitted(status: JobStatus) {
     metrics::counter!("slipway_jobs_submitted_total", "status" => status.as_str()).increment(1);
 }
 
+/// One resume from request to answer (single flight: concurrent callers of one job each record theirs).
+pub fn resume_finished(outcome: &'static str, elapsed: std::time::Duration) {
+    metrics::histogram!("slipway_resume_seconds", "outcome" => outcome)
+        .record(elapsed.as_secs_f64());
+}
+
 pub fn job_cancelled() {
     metrics::counter!("slipway_jobs_cancelled_total").increment(1);
 }
@@ -66,4 +72,11 @@ pub fn set_job_counts(counts: &[(String, i64)]) {
         #[allow(clippy::cast_precision_loss)]
         metrics::gauge!("slipway_jobs", "status" => status.as_str()).set(n as f64);
     }
+}
+
+/// Sets `slipway_ready_sandboxes_unpaused`: READY builds whose sandbox may be billing. Its integral over time
+/// (`sum_over_time(…) × scrape interval`) is the running sandbox-seconds after READY, the idle bill.
+pub fn set_ready_unpaused(n: i64) {
+    #[allow(clippy::cast_precision_loss)]
+    metrics::gauge!("slipway_ready_sandboxes_unpaused").set(n as f64);
 }

@@ -28,13 +28,23 @@ pub struct Check {
 }
 
 /// Readiness and cheap operational counts, straight from the backing services.
+/// What `GET /metrics` counts in Postgres at scrape time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    pub by_status: Vec<(String, i64)>,
+    /// READY jobs whose sandbox the provider may be billing for (live and not paused): integrated over time,
+    /// the sandbox-seconds spent after READY.
+    pub ready_unpaused: i64,
+}
+
 #[async_trait]
 pub trait HealthCheck: Send + Sync {
     /// Pings each dependency (Postgres `SELECT 1`, Redis `PING`).
     async fn check(&self) -> Vec<Check>;
 
-    /// Jobs per status, for the `slipway_jobs` gauge; `None` when it cannot be counted now.
-    async fn job_counts(&self) -> Option<Vec<(String, i64)>>;
+    /// Jobs per status, and READY jobs whose sandbox is live and not paused, for the `slipway_jobs` and
+    /// `slipway_ready_sandboxes_unpaused` gauges; `None` when they cannot be counted now.
+    async fn job_counts(&self) -> Option<JobCounts>;
 }
 
 /// The handlers' shared state. Behind one `Arc`: axum clones the state for every request, and cloning the

@@ -15,11 +15,11 @@ use domain::ports::{PreviewProbe, SandboxRuntime};
 use domain::usecases::activity::Activity;
 use domain::usecases::resume::{ResumeConfig, ResumeDeps, ResumeService};
 use domain::usecases::snapshot::{SnapshotConfig, SnapshotDeps, SnapshotService};
-use domain::TierTable;
+use domain::{JobStatus, SandboxState, TierTable};
 
 use crate::auth::{AuthConfig, JwtVerifier};
 use crate::config::Config;
-use crate::state::{AppState, Check, HealthCheck, Shared};
+use crate::state::{AppState, Check, HealthCheck, JobCounts, Shared};
 use bin_support::JsonPackageParser;
 
 /// A readiness probe gets this long per dependency.
@@ -152,15 +152,32 @@ impl HealthCheck for BackendHealth {
         ]
     }
 
-    async fn job_counts(&self) -> Option<Vec<(String, i64)>> {
+    async fn job_counts(&self) -> Option<JobCounts> {
+        // The same rule as the reconciler's work list: a live sandbox that is not paused may be billing.
+        let unpaused_live: Vec<&str> = SandboxState::ALL
+            .into_iter()
+            .filter(|s| s.is_live() && !s.is_paused())
+            .map(SandboxState::as_str)
+            .collect();
         let rows = tokio::time::timeout(
             CHECK_TIMEOUT,
-            sqlx::query_as::<_, (String, i64)>("SELECT status, count(*) FROM jobs GROUP BY status")
-                .fetch_all(&self.pool),
+            sqlx::query_as::<_, (String, i64, i64)>(
+                "SELECT status, count(*), count(*) FILTER (WHERE sandbox_state = ANY($1)) \
+                 FROM jobs GROUP BY status",
+            )
+            .bind(&unpaused_live)
+            .fetch_all(&self.pool),
         )
         .await;
         match flatten(rows) {
-            Ok(rows) => Some(rows),
+            Ok(rows) => Some(JobCounts {
+                ready_unpaused: rows
+                    .iter()
+                    .filter(|(status, _, _)| status == JobStatus::Ready.as_str())
+                    .map(|(_, _, unpaused)| unpaused)
+                    .sum(),
+                by_status: rows.into_iter().map(|(s, n, _)| (s, n)).collect(),
+            }),
             Err(reason) => {
                 tracing::warn!(reason = %reason, "jobs by status not counted");
                 None

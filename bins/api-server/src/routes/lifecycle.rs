@@ -31,7 +31,10 @@ pub async fn resume(
     user: AuthUser,
     JobIdPath(id): JobIdPath,
 ) -> Result<Json<ResumeResponse>, ApiError> {
-    match state.resume.resume(&user.user_id, id).await {
+    let started = std::time::Instant::now();
+    let result = state.resume.resume(&user.user_id, id).await;
+    crate::metrics::resume_finished(resume_outcome(&result), started.elapsed());
+    match result {
         Ok(resumed) => Ok(Json(ResumeResponse {
             preview_url: resumed.preview_url,
             sandbox_id: resumed.sandbox_id.to_string(),
@@ -52,6 +55,19 @@ pub async fn resume(
                 }),
             })
         }
+    }
+}
+
+/// The outcome label of a resume for `slipway_resume_seconds`.
+fn resume_outcome<T>(result: &Result<T, ResumeError>) -> &'static str {
+    match result {
+        Ok(_) => "resumed",
+        Err(ResumeError::NotFound) => "not_found",
+        Err(ResumeError::NoSandbox) => "no_sandbox",
+        Err(ResumeError::NotReady(_)) => "not_ready",
+        Err(ResumeError::Repo(_)) => "store_error",
+        Err(ResumeError::Expired { .. }) => "sandbox_expired",
+        Err(ResumeError::Unreachable { .. }) => "sandbox_unreachable",
     }
 }
 

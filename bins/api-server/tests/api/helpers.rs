@@ -201,6 +201,18 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// The `GET /metrics` exposition (the recorder is per process: other tests' series may be there too).
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub async fn get(&self, path: &str, user: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))

@@ -25,6 +25,12 @@ async fn resume_of_a_paused_sandbox_answers_its_preview() {
     let id = app.start_job(ALICE).await;
     make_ready(&app, id, PREVIEW).await;
     pause(&app, id).await;
+    // Paused: nothing bills after READY.
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains("slipway_ready_sandboxes_unpaused 0"),
+        "{metrics}"
+    );
     let resp = app
         .post_empty(&format!("/api/generation/{id}/resume"), ALICE)
         .await;
@@ -35,6 +41,16 @@ async fn resume_of_a_paused_sandbox_answers_its_preview() {
         json!({"preview_url": PREVIEW, "sandbox_id": "sbx-test-1"})
     );
     assert_eq!(app.job_row(id).await.sandbox_state, SandboxState::Running);
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains(r#"slipway_resume_seconds_count{outcome="resumed"}"#),
+        "{metrics}"
+    );
+    // Running again: one READY sandbox that may be billing.
+    assert!(
+        metrics.contains("slipway_ready_sandboxes_unpaused 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -58,6 +74,11 @@ async fn resume_of_an_expired_sandbox_is_503_sandbox_expired() {
     assert_eq!(detail["error_type"], "sandbox_expired");
     assert!(detail["message"].is_string());
     assert_eq!(app.job_row(id).await.sandbox_state, SandboxState::Expired);
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains(r#"slipway_resume_seconds_count{outcome="sandbox_expired"}"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
