@@ -7,17 +7,11 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics_exporter_prometheus::PrometheusHandle;
 
 use domain::JobStatus;
 
 const REQUESTS: &str = "http_requests_total";
 const LATENCY: &str = "http_request_duration_seconds";
-
-/// The process-wide recorder (shared with job-worker's setup: one set of histogram buckets).
-pub fn install() -> Option<PrometheusHandle> {
-    bin_support::metrics::install()
-}
 
 /// Middleware: counts and times each request under its route template (never the raw path, whose ids
 /// would explode the label set).

@@ -27,7 +27,6 @@ pub struct Check {
     pub result: Result<(), String>,
 }
 
-/// Readiness and cheap operational counts, straight from the backing services.
 /// What `GET /metrics` counts in Postgres at scrape time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobCounts {
@@ -37,6 +36,7 @@ pub struct JobCounts {
     pub ready_unpaused: i64,
 }
 
+/// Readiness and cheap operational counts, straight from the backing services.
 #[async_trait]
 pub trait HealthCheck: Send + Sync {
     /// Pings each dependency (Postgres `SELECT 1`, Redis `PING`).

@@ -85,7 +85,7 @@ pub fn assemble(parts: Parts) -> AppState {
         snapshot,
         auth: Arc::new(parts.auth),
         tiers,
-        metrics: crate::metrics::install(),
+        metrics: bin_support::metrics::install(),
         shutdown: CancellationToken::new(),
         request_timeout: parts.request_timeout,
         sse_heartbeat: parts.sse_heartbeat,
@@ -153,10 +153,9 @@ impl HealthCheck for BackendHealth {
     }
 
     async fn job_counts(&self) -> Option<JobCounts> {
-        // The same rule as the reconciler's work list: a live sandbox that is not paused may be billing.
         let unpaused_live: Vec<&str> = SandboxState::ALL
             .into_iter()
-            .filter(|s| s.is_live() && !s.is_paused())
+            .filter(|s| s.is_live_unpaused())
             .map(SandboxState::as_str)
             .collect();
         let rows = tokio::time::timeout(

@@ -1,7 +1,7 @@
 //! What both binaries share between their settings and their adapters: secrets that never print, log
-//! setup, the sandbox runtime and tier limits as settings (with the runtime they name), and the
-//! package.json parser the domain's use cases are given, and the Prometheus recorder. One place, so api-server and job-worker cannot
-//! drift apart (they must agree on the runtime and on the tier limits the queue enforces).
+//! setup, the sandbox runtime (metered) and tier limits as settings, the package.json parser the domain's
+//! use cases are given, and the Prometheus recorder. One place, so api-server and job-worker cannot drift
+//! apart (they must agree on the runtime and on the tier limits the queue enforces).
 
 mod metered;
 pub mod metrics;
@@ -11,7 +11,6 @@ mod secret;
 mod telemetry;
 mod tiers;
 
-pub use metered::MeteredRuntime;
 pub use package_json::JsonPackageParser;
 pub use runtime::{RuntimeArgs, RuntimeKind, RuntimeSetupError};
 pub use secret::Secret;

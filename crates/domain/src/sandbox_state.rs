@@ -72,6 +72,13 @@ impl SandboxState {
             SandboxState::None | SandboxState::Expired | SandboxState::Killed
         )
     }
+
+    /// Live and not paused: the provider bills it as running (running, pausing, pause_failed, and resuming,
+    /// so that a resume cut short by a crash counts too). The reconciler re-pauses READY jobs in these
+    /// states, and their number is the idle-billing gauge.
+    pub fn is_live_unpaused(self) -> bool {
+        self.is_live() && !self.is_paused()
+    }
 }
 
 impl TryFrom<&str> for SandboxState {
@@ -117,6 +124,15 @@ mod tests {
         assert!(!Expired.can_move(Running));
         assert!(!Killed.can_move(Running));
         assert!(!Running.can_move(Resuming));
+    }
+
+    #[test]
+    fn live_unpaused_is_every_state_a_provider_bills_as_running() {
+        let billing: Vec<SandboxState> = SandboxState::ALL
+            .into_iter()
+            .filter(|s| s.is_live_unpaused())
+            .collect();
+        assert_eq!(billing, [Running, Pausing, Resuming, PauseFailed]);
     }
 
     #[test]

@@ -19,11 +19,6 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// Connections are recycled after this long (so failovers and server restarts are picked up).
     pub max_lifetime: Duration,
-    /// Ping each connection before handing it out. Off by default: the ping is one extra round trip on
-    /// every query (it doubled the round trips of the worker's bookkeeping in `cargo xtask bench`), while a
-    /// connection broken while idle is dropped by sqlx on its first I/O error anyway, which callers
-    /// already see as `Unavailable` and retry.
-    pub test_before_acquire: bool,
 }
 
 impl Default for PoolConfig {
@@ -34,7 +29,6 @@ impl Default for PoolConfig {
             acquire_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(1800),
-            test_before_acquire: false,
         }
     }
 }
@@ -57,7 +51,10 @@ pub async fn connect_with(url: &str, config: &PoolConfig) -> Result<PgPool, PgEr
         .acquire_timeout(config.acquire_timeout)
         .idle_timeout(Some(config.idle_timeout))
         .max_lifetime(Some(config.max_lifetime))
-        .test_before_acquire(config.test_before_acquire)
+        // No ping before each acquire: it is one more round trip per statement (it doubled the worker's
+        // round trips in `cargo xtask bench`), and a connection broken while idle fails its first query,
+        // which callers already see as `Unavailable` and retry.
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .map_err(PgError::Connect)

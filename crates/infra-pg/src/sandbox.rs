@@ -79,7 +79,7 @@ pub(crate) async fn set_state(
 pub(crate) async fn needing_attention(pool: &PgPool, limit: i64) -> Result<Vec<Job>, RepoError> {
     let unpaused_live: Vec<&str> = SandboxState::ALL
         .into_iter()
-        .filter(|s| s.is_live() && !s.is_paused())
+        .filter(|s| s.is_live_unpaused())
         .map(SandboxState::as_str)
         .collect();
     let live: Vec<&str> = SandboxState::ALL

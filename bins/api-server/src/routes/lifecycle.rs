@@ -66,8 +66,9 @@ fn resume_outcome<T>(result: &Result<T, ResumeError>) -> &'static str {
         Err(ResumeError::NoSandbox) => "no_sandbox",
         Err(ResumeError::NotReady(_)) => "not_ready",
         Err(ResumeError::Repo(_)) => "store_error",
-        Err(ResumeError::Expired { .. }) => "sandbox_expired",
-        Err(ResumeError::Unreachable { .. }) => "sandbox_unreachable",
+        Err(e @ (ResumeError::Expired { .. } | ResumeError::Unreachable { .. })) => {
+            e.error_type().unwrap_or("sandbox_unreachable")
+        }
     }
 }
 
