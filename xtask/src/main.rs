@@ -45,6 +45,10 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// The bench runs job-worker's loop in this process: the same allocator as the job-worker binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

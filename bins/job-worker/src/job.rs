@@ -1,6 +1,6 @@
-//! One leased job: check it is still queued, count the attempt, build it while a heartbeat keeps the lease
-//! alive and the job's event channel is watched for a cancel, then ack or release the lease according to
-//! how the build ended.
+//! One leased job: build it while a heartbeat keeps the lease alive and the job's event channel is watched
+//! for a cancel, then ack or release the lease according to how the build ended. The build itself checks
+//! that the job is still queued, and its first move (queued → starting) counts the attempt.
 //!
 //! A cancel is seen at once through the event channel; the heartbeat's look at the job's row (every third
 //! of the lease TTL) is the fallback for when Redis pub/sub is down or an event was missed.
@@ -33,18 +33,7 @@ pub(crate) async fn run_leased(
         worker_id = %lease.worker_id,
     );
     async {
-        if !still_queued(deps, &lease).await {
-            return;
-        }
-        match deps
-            .pipeline
-            .repo
-            .increment_attempts(lease.job.job_id)
-            .await
-        {
-            Ok(attempts) => tracing::info!(attempts, "build leased"),
-            Err(error) => tracing::warn!(error = %error, "could not count the attempt"),
-        }
+        tracing::info!("build leased");
         let lease_lost = AtomicBool::new(false);
         let heartbeat_done = CancellationToken::new();
         let build = async {
@@ -79,28 +68,6 @@ pub(crate) async fn run_leased(
     }
     .instrument(span)
     .await;
-}
-
-/// A job cancelled while queued, or already handled, is acked and skipped: its row says what happened.
-async fn still_queued(deps: &WorkerDeps, lease: &Lease) -> bool {
-    match deps.pipeline.repo.get_job(lease.job.job_id).await {
-        Ok(Some(job)) if job.status == JobStatus::Queued => true,
-        Ok(Some(job)) => {
-            tracing::info!(status = %job.status, "leased job is not queued; skipped");
-            ack(deps.queue.as_ref(), lease).await;
-            false
-        }
-        Ok(None) => {
-            tracing::warn!("leased job has no row; skipped");
-            ack(deps.queue.as_ref(), lease).await;
-            false
-        }
-        Err(error) => {
-            tracing::error!(error = %error, "could not read the leased job; giving it back");
-            release(deps.queue.as_ref(), lease).await;
-            false
-        }
-    }
 }
 
 /// Every third of the TTL: extend the lease, and look at the job's row. A lost lease (someone reclaimed
@@ -167,8 +134,10 @@ async fn watch_for_cancel(
             }
         },
     };
-    // A cancel published while we were subscribing is in the row: one look closes that gap.
-    if let Ok(Some(job)) = deps.pipeline.repo.get_job(job_id).await {
+    // A cancel published before our subscription took effect is already in the live hash (a cancel writes
+    // the hash and publishes in one script): one look there closes that gap, at Redis's cost rather than
+    // Postgres's. A cancel that reached neither is the heartbeat's.
+    if let Ok(Some(job)) = live.get(job_id).await {
         if job.status == JobStatus::Failed {
             tracing::info!(
                 "job cancelled while its events were being followed; stopping the build"

@@ -98,10 +98,6 @@ impl JobRepository for PgJobRepository {
     }
 
     #[tracing::instrument(skip_all, fields(job_id = %id), err)]
-    async fn increment_attempts(&self, id: JobId) -> Result<i32, RepoError> {
-        jobs::increment_attempts(&self.pool, id).await
-    }
-
     #[tracing::instrument(skip_all, fields(job_id = %id, from = %from), err)]
     async fn requeue_job(
         &self,

@@ -77,17 +77,6 @@ pub(crate) async fn current_status<'e, E: sqlx::PgExecutor<'e>>(
     status.as_deref().map(rows::parse_status).transpose()
 }
 
-pub(crate) async fn increment_attempts(pool: &PgPool, id: JobId) -> Result<i32, RepoError> {
-    let attempts: Option<i32> = sqlx::query_scalar(
-        "UPDATE jobs SET attempts = attempts + 1, updated_at = now() WHERE id = $1 RETURNING attempts",
-    )
-    .bind(id.as_uuid())
-    .fetch_optional(pool)
-    .await
-    .map_err(map_err)?;
-    attempts.ok_or(RepoError::NotFound)
-}
-
 /// Moves `last_activity_at` forward only: a late, older touch never hides a newer one. `updated_at` is left
 /// alone, because activity is not a change to the record.
 pub(crate) async fn touch_activity(

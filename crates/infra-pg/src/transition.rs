@@ -10,7 +10,8 @@ use crate::jobs::current_status;
 use crate::rows::{job_columns, JobRow};
 
 /// The one compare-and-set UPDATE behind every transition. Optional fields are written when given and
-/// left alone otherwise; the timestamps follow from the move (flags `$11`, `$12`, `$13`), computed from the
+/// left alone otherwise; the timestamps and the attempt count follow from the move (flags `$11`, `$12`,
+/// `$13`), computed from the
 /// domain's enums, which also supply every label bound here, so that no status is spelled twice.
 const TRANSITION_SQL: &str = concat!(
     "UPDATE jobs SET \
@@ -23,6 +24,7 @@ const TRANSITION_SQL: &str = concat!(
         workspace_path = COALESCE($9, workspace_path), \
         build_version = COALESCE($10, build_version), \
         started_at = CASE WHEN $11 THEN COALESCE(started_at, now()) ELSE started_at END, \
+        attempts = attempts + CASE WHEN $11 THEN 1 ELSE 0 END, \
         completed_at = CASE WHEN $12 THEN now() ELSE completed_at END, \
         duration_seconds = CASE WHEN $12 \
             THEN GREATEST(0, EXTRACT(EPOCH FROM now() - COALESCE(started_at, enqueued_at, created_at)))::int \
@@ -38,8 +40,9 @@ const TRANSITION_SQL: &str = concat!(
 
 /// See [`domain::ports::JobRepository::transition`].
 ///
-/// started_at is set the first time the job leaves the queue for a worker (a requeued job keeps its first
-/// start, so duration_seconds counts every attempt); completed_at and duration_seconds on a terminal move.
+/// Leaving the queue for a worker counts an attempt (in the same write, so a build costs no extra round
+/// trip for it) and sets started_at the first time (a requeued job keeps its first start, so
+/// duration_seconds counts every attempt); completed_at and duration_seconds on a terminal move.
 /// `assign_build_version` is honoured with a move to READY only: the version counts READY jobs, so one given
 /// on any other move would be handed out twice.
 pub(crate) async fn transition(
@@ -75,20 +78,18 @@ async fn transition_with_build_version(
     update: &TransitionUpdate,
 ) -> Result<TransitionOutcome, RepoError> {
     let mut tx = pool.begin().await.map_err(map_err)?;
-    let project: Option<Uuid> = sqlx::query_scalar("SELECT project_id FROM jobs WHERE id = $1")
-        .bind(id.as_uuid())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?;
+    // The job's project, locked, in one round trip.
+    let project: Option<Uuid> = sqlx::query_scalar(
+        "SELECT p.id FROM projects p JOIN jobs j ON j.project_id = p.id WHERE j.id = $1 FOR UPDATE OF p",
+    )
+    .bind(id.as_uuid())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(map_err)?;
     let Some(project) = project else {
         // Dropping the transaction rolls it back.
         return Ok(TransitionOutcome::Conflict { current: None });
     };
-    sqlx::query("SELECT id FROM projects WHERE id = $1 FOR UPDATE")
-        .bind(project)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
     let version = next_build_version(&mut *tx, ProjectId::from_uuid(project)).await?;
     tracing::Span::current().record("build_version", version.label());
     let row = update_row(&mut *tx, id, from, to, update, Some(version)).await?;

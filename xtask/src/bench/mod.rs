@@ -10,6 +10,7 @@
 
 mod changes;
 mod events;
+mod http_load;
 pub mod instant_runtime;
 mod report;
 mod scenarios;

@@ -21,7 +21,7 @@ use super::instant_runtime::{InstantGenerator, InstantProbe, InstantRuntime};
 use super::report::Table;
 use super::seed::{self, Stores};
 use super::stack::{ApiServer, DATABASE, SECRET};
-use super::stats::{redis_counters, settled_pg_counters, OWN_COMMITS};
+use super::stats::{machine_busy_seconds, redis_counters, settled_pg_counters, OWN_COMMITS};
 use super::{changes, events, report, status_reads, throughput, Sizes};
 
 /// The user every bench token speaks for.
@@ -61,6 +61,7 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
         "bench: status reads: {} connections for {:?}",
         sizes.connections, sizes.status_duration
     );
+    let api_cpu_before = api.cpu_seconds();
     let load = status_reads::load(
         &api.base,
         &token,
@@ -69,6 +70,9 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
         sizes.status_duration,
     )
     .await?;
+    let api_cpu_per_read = api_cpu_before
+        .zip(api.cpu_seconds())
+        .map(|(before, after)| (after - before) / load.requests.max(1) as f64);
     // VmHWM is a high-water mark: read now, it is the peak of the seeding and the status reads.
     let rss_reads = api.peak_rss_mib();
     let hash_key = Keys::new(cx.prefix).job(ready[0]);
@@ -98,6 +102,11 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
         format!("{read_ratio:.2}"),
         "≥ 0.5",
         read_ratio >= 0.5,
+    );
+    table.info(
+        s,
+        "api-server CPU per status read",
+        api_cpu_per_read.map_or("not measured".into(), |c| format!("{:.1} µs", c * 1e6)),
     );
     table.info(s, "p50", ms(load.latency.p50_ms));
     table.check(
@@ -166,6 +175,7 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
     let redis_before = redis_counters(cx.redis).await?;
     let stop = CancellationToken::new();
     let worker_task = tokio::spawn(job_worker::run(worker, settings, stop.clone()));
+    let busy_before = machine_busy_seconds();
     let started = Instant::now();
     let submitted =
         throughput::submit(&api.base, &token, &job_projects, sizes.throughput_jobs).await;
@@ -184,6 +194,15 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
         }
         Err(err) => Err(err),
     };
+    let busy = busy_before
+        .zip(machine_busy_seconds())
+        .map(|(before, after)| after - before);
+    if let Ok(done) = &done {
+        eprintln!(
+            "bench: throughput: {} jobs READY and paused in {:.2} s",
+            done.ready_paused, done.total_s
+        );
+    }
     let redis_after = redis_counters(cx.redis).await;
     // The worker stays up (idle, it touches only Redis) while the counters settle, then builds the
     // one-at-a-time pause sample.
@@ -230,6 +249,13 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
         format!("{:.0}", done.jobs_per_s),
         "≥ 500",
         done.jobs_per_s >= 500.0,
+    );
+    table.info(
+        s,
+        "CPU per job, whole machine",
+        busy.map_or("not measured".into(), |b| {
+            format!("{:.2} ms", b * 1e3 / jobs)
+        }),
     );
     table.info(
         s,
@@ -327,8 +353,10 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
         std::thread::available_parallelism().map_or(0, usize::from)
     ));
     notes.push(format!(
-        "Status reads: {} READY jobs read in turn by {} keep-alive HTTP/1.1 connections for {:.1} s; \
-         redis-benchmark -c {} -n {} HGETALL on one of their hashes.",
+        "Status reads: {} READY jobs read in turn by {} keep-alive HTTP/1.1 connections (one thread, \
+         prebuilt requests, as redis-benchmark) for {:.1} s; redis-benchmark -c {} -n {} HGETALL on one \
+         of their hashes. The api-server's CPU per read (its threads' schedstat) is the figure to compare \
+         across runs: requests/s moves with whatever else shares the CPUs.",
         ready.len(),
         load.connections,
         load.duration_s,
@@ -342,7 +370,9 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
          pg_stat_database.xact_commit of {DATABASE} minus the bench's own {own} queries; \
          pg_stat_statements is not loaded, so statements are bounded below by table scans. Redis \
          commands from INFO total_commands_processed (server-wide: other clients of the same Redis \
-         are included).",
+         are included). CPU per job: the machine's busy time (/proc/stat) over the run ÷ jobs, every \
+         process included. On a loopback host the bench connects to Postgres without TLS, pgbench \
+         too (sslmode=disable unless the URL names a mode).",
         done.total_s, done.submit_s, sizes.worker_concurrency
     ));
     notes.push(format!(
@@ -363,9 +393,10 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
 
     let raw = serde_json::json!({
         "sizes": sizes,
-        "status_reads": {"load": load, "hgetall": hgetall, "ratio": read_ratio, "api_peak_rss_mib_after_reads": rss_reads, "api_peak_rss_mib_whole_run": rss},
+        "status_reads": {"load": load, "hgetall": hgetall, "ratio": read_ratio, "api_peak_rss_mib_after_reads": rss_reads, "api_peak_rss_mib_whole_run": rss, "api_cpu_s_per_read": api_cpu_per_read},
         "throughput": {
             "run": done, "postgres": pg, "own_commits": own, "commits_per_job": commits_per_job,
+            "machine_busy_s": busy,
             "redis_commands": redis, "pgbench": pgbench, "limit_jobs_per_s": limit, "ratio": throughput_ratio,
         },
         "pause": {"latency": pause, "one_at_a_time": solo, "one_at_a_time_jobs": solo_count, "runtime_pauses": pauses, "runtime_pause_mean_ns": runtime_pause.as_nanos() as u64},

@@ -186,6 +186,24 @@ pub async fn redis_counters(client: &Client) -> anyhow::Result<RedisCounters> {
     })
 }
 
+/// Busy CPU time of the whole machine so far (user, nice, system, irq and softirq of `/proc/stat`), in
+/// seconds: every process of a scenario together, the bench's own included.
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<f64> = stat
+        .lines()
+        .find_map(|line| line.strip_prefix("cpu "))?
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq, in USER_HZ (always 100 in /proc/stat).
+    let busy = [0, 1, 2, 5, 6]
+        .iter()
+        .filter_map(|&i| fields.get(i))
+        .sum::<f64>();
+    Some(busy / 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

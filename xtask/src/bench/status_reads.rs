@@ -9,7 +9,8 @@ use serde::Serialize;
 use tokio::process::Command;
 use url::Url;
 
-use super::stats::{micros, Percentiles};
+use super::http_load;
+use super::stats::Percentiles;
 
 /// What the load generator measured.
 #[derive(Debug, Clone, Serialize)]
@@ -22,13 +23,8 @@ pub struct LoadResult {
     pub latency: Percentiles,
 }
 
-struct Connection {
-    latencies: Vec<u64>,
-    errors: u64,
-}
-
-/// `connections` tasks, each with a client of its own holding one keep-alive connection, read the status
-/// of the jobs in turn until `duration` is up.
+/// `connections` keep-alive connections (see [`http_load`]) read the status of the jobs in turn until
+/// `duration` is up.
 pub async fn load(
     base: &str,
     token: &str,
@@ -37,56 +33,22 @@ pub async fn load(
     duration: Duration,
 ) -> anyhow::Result<LoadResult> {
     anyhow::ensure!(!jobs.is_empty(), "no jobs to read");
-    let urls: Vec<String> = jobs
+    let base = Url::parse(base).with_context(|| format!("bad api-server address {base}"))?;
+    let host = format!(
+        "{}:{}",
+        base.host_str().unwrap_or("127.0.0.1"),
+        base.port_or_known_default().unwrap_or(80)
+    );
+    let paths: Vec<String> = jobs
         .iter()
-        .map(|id| format!("{base}/api/generation/{id}/status"))
+        .map(|id| format!("/api/generation/{id}/status"))
         .collect();
-    let auth = format!("Bearer {token}");
+    let requests = http_load::get_requests(&host, &paths, &format!("Bearer {token}"));
     let started = Instant::now();
-    let deadline = started + duration;
-    let mut tasks = tokio::task::JoinSet::new();
-    for n in 0..connections {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .http1_only()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .context("cannot build an HTTP client")?;
-        let urls = urls.clone();
-        let auth = auth.clone();
-        tasks.spawn(async move {
-            let mut conn = Connection {
-                latencies: Vec::with_capacity(1 << 14),
-                errors: 0,
-            };
-            // Each connection starts at a different job so the reads spread over all hashes.
-            let mut next = n * urls.len() / connections.max(1);
-            while Instant::now() < deadline {
-                let url = &urls[next % urls.len()];
-                next += 1;
-                let sent = Instant::now();
-                let ok = match client.get(url).header("authorization", &auth).send().await {
-                    Ok(response) if response.status().is_success() => {
-                        response.bytes().await.is_ok()
-                    }
-                    Ok(_) | Err(_) => false,
-                };
-                conn.latencies.push(micros(sent.elapsed()));
-                if !ok {
-                    conn.errors += 1;
-                }
-            }
-            conn
-        });
-    }
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    while let Some(done) = tasks.join_next().await {
-        let conn = done.context("a load connection panicked")?;
-        latencies.extend(conn.latencies);
-        errors += conn.errors;
-    }
+    let results = http_load::run(host, requests, connections, duration).await?;
     let elapsed = started.elapsed().as_secs_f64();
+    let errors = results.iter().map(|r| r.errors).sum();
+    let latencies: Vec<u64> = results.into_iter().flat_map(|r| r.latencies).collect();
     let requests = latencies.len() as u64;
     Ok(LoadResult {
         connections,

@@ -202,6 +202,9 @@ pub async fn pgbench(
     if let Some(password) = database.password() {
         command.env("PGPASSWORD", password);
     }
+    if let Some(mode) = super::stack::sslmode(database) {
+        command.env("PGSSLMODE", mode);
+    }
     let output = command
         .output()
         .await

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use domain::ports::{JobQueue, JobRepository, SandboxError};
+use domain::ports::{JobQueue, SandboxError};
 use domain::usecases::pipeline::run_build;
 use domain::usecases::reconcile::{LeaseReport, ReconcileConfig, Reconciler};
 use domain::{Job, JobId, JobStatus, PausePolicy, SandboxId, SandboxState};
@@ -18,7 +18,7 @@ use crate::support::eventually;
 
 const LEASE_TTL: Duration = Duration::from_secs(1);
 
-/// Leases the next job as worker "doomed", counts the attempt and builds it with a generator that never
+/// Leases the next job as worker "doomed" and builds it (leaving the queue counts the attempt) with a generator that never
 /// answers; once the sandbox is recorded and the build is stuck in `code`, the task is aborted: the
 /// process died, nothing was released and no heartbeat will come. Returns the job and its old sandbox.
 async fn build_and_die(h: &Harness, id: JobId) -> (Job, SandboxId) {
@@ -29,7 +29,6 @@ async fn build_and_die(h: &Harness, id: JobId) -> (Job, SandboxId) {
         .unwrap()
         .expect("a job to lease");
     assert_eq!(lease.job.job_id, id);
-    h.repo.increment_attempts(id).await.unwrap();
 
     let generator = Arc::new(BlockingGenerator::default());
     let deps = h.pipeline(generator.clone());

@@ -100,9 +100,6 @@ pub trait JobRepository: Send + Sync {
     /// Notes preview activity (for the idle re-pause).
     async fn touch_activity(&self, id: JobId, at: DateTime<Utc>) -> Result<(), RepoError>;
 
-    /// Counts another attempt at building (when a worker leases it). Returns the new count.
-    async fn increment_attempts(&self, id: JobId) -> Result<i32, RepoError>;
-
     /// Puts a building job whose worker vanished back to queued (CAS on `from`), clearing its sandbox.
     async fn requeue_job(&self, id: JobId, from: JobStatus)
         -> Result<TransitionOutcome, RepoError>;

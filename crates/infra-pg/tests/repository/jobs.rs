@@ -100,22 +100,6 @@ async fn insert_for_a_missing_or_foreign_project_is_not_found(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "infra_pg::MIGRATOR")]
-async fn increment_attempts_counts_and_missing_is_not_found(pool: PgPool) {
-    let repo = repo(pool);
-    let alice = user("alice");
-    let p = project(&repo, &alice).await;
-    let job = job_at(&repo, p.id, &alice, JobStatus::Queued).await;
-
-    assert_eq!(repo.increment_attempts(job.id).await.unwrap(), 1);
-    assert_eq!(repo.increment_attempts(job.id).await.unwrap(), 2);
-    assert_eq!(repo.get_job(job.id).await.unwrap().unwrap().attempts, 2);
-    assert_eq!(
-        repo.increment_attempts(JobId::new()).await,
-        Err(RepoError::NotFound)
-    );
-}
-
-#[sqlx::test(migrator = "infra_pg::MIGRATOR")]
 async fn touch_activity_only_moves_forward(pool: PgPool) {
     let repo = repo(pool);
     let alice = user("alice");

@@ -59,6 +59,60 @@ async fn applied_transition_writes_given_fields_and_keeps_the_rest(pool: PgPool)
 }
 
 #[sqlx::test(migrator = "infra_pg::MIGRATOR")]
+async fn leaving_the_queue_counts_an_attempt_and_nothing_else_does(pool: PgPool) {
+    let repo = repo(pool);
+    let alice = user("alice");
+    let p = project(&repo, &alice).await;
+    let job = job_at(&repo, p.id, &alice, JobStatus::Queued).await;
+    assert_eq!(job.attempts, 0);
+    let start = |from| {
+        repo.transition(
+            job.id,
+            from,
+            JobStatus::Starting,
+            TransitionUpdate::default(),
+        )
+    };
+
+    let started = applied(start(JobStatus::Queued).await.unwrap());
+    assert_eq!(started.attempts, 1);
+    let scaffold = applied(
+        repo.transition(
+            job.id,
+            JobStatus::Starting,
+            JobStatus::Scaffold,
+            TransitionUpdate::default(),
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(scaffold.attempts, 1);
+    // A lost race counts nothing.
+    assert!(matches!(
+        start(JobStatus::Queued).await.unwrap(),
+        TransitionOutcome::Conflict { .. }
+    ));
+    // The worker vanished: back to the queue, then a second worker starts it.
+    repo.requeue_job(job.id, JobStatus::Scaffold).await.unwrap();
+    let restarted = applied(start(JobStatus::Queued).await.unwrap());
+    assert_eq!(restarted.attempts, 2);
+
+    // Cancelled straight from the queue: never attempted.
+    let cancelled = job_at(&repo, p.id, &alice, JobStatus::Queued).await;
+    let failed = applied(
+        repo.transition(
+            cancelled.id,
+            JobStatus::Queued,
+            JobStatus::Failed,
+            TransitionUpdate::default(),
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(failed.attempts, 0);
+}
+
+#[sqlx::test(migrator = "infra_pg::MIGRATOR")]
 async fn failing_sets_completion_error_and_duration(pool: PgPool) {
     let repo = repo(pool);
     let alice = user("alice");

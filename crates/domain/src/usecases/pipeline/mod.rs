@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::ports::{CodeGenerator, JobRepository, LiveJobStore, PreviewProbe, SandboxRuntime};
+use crate::ports::{
+    CodeGenerator, JobRepository, LiveJobStore, PreviewProbe, SandboxRuntime, TransitionOutcome,
+};
 use crate::{DebugId, JobId, JobStatus, PausePolicy};
 
 pub use failure::{PipelineError, Step};
@@ -102,26 +104,37 @@ pub async fn run_build(
     job_id: JobId,
     cancel: CancellationToken,
 ) -> BuildOutcome {
-    let job = match deps.repo.get_job(job_id).await {
-        Ok(Some(job)) => job,
-        Ok(None) => {
-            tracing::warn!("job not found; nothing to build");
-            return BuildOutcome::Lost { current: None };
+    if cancel.is_cancelled() {
+        // Nothing was written: the job is still queued.
+        return BuildOutcome::Interrupted { requeued: true };
+    }
+    // The first move is also the check that the job is ours: only a queued job moves to starting, and the
+    // row the compare-and-set returns is the job to build (no read before it).
+    let job = match deps
+        .repo
+        .transition(
+            job_id,
+            JobStatus::Queued,
+            JobStatus::Starting,
+            context::Build::message(STARTING_MESSAGE),
+        )
+        .await
+    {
+        Ok(TransitionOutcome::Applied(job)) => *job,
+        Ok(TransitionOutcome::Conflict { current }) => {
+            tracing::info!(current = ?current.map(JobStatus::as_str), "job is not queued; skipped");
+            return BuildOutcome::Lost { current };
         }
         Err(error) => {
             // Nothing was written: the job is still queued, and another attempt may find Postgres back.
-            tracing::error!(error = %error, "could not load the job");
+            tracing::error!(error = %error, "could not start the build");
             return BuildOutcome::Interrupted { requeued: true };
         }
     };
     tracing::Span::current().record("user_id", tracing::field::display(&job.user_id));
-    if job.status != JobStatus::Queued {
-        tracing::info!(status = %job.status, "job is not queued; skipped");
-        return BuildOutcome::Lost {
-            current: Some(job.status),
-        };
-    }
+    tracing::info!(attempts = job.attempts, "build started");
     let mut build = context::Build::new(deps, config, &cancel, job);
+    build.publish(STARTING_MESSAGE.to_owned()).await;
     let outcome = match build.run_to_ready().await {
         Ok(()) => build.after_ready().await,
         Err(stop) => build.finish(stop).await,
@@ -129,6 +142,9 @@ pub async fn run_build(
     tracing::info!(outcome = ?outcome, "build finished");
     outcome
 }
+
+/// The status message of the first stage.
+const STARTING_MESSAGE: &str = "Starting build";
 
 #[cfg(test)]
 mod tests;

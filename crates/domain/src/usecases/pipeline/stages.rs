@@ -19,10 +19,9 @@ use crate::{JobGoal, JobId, JobStatus, SandboxId};
 const DEADLINE_SLACK: Duration = Duration::from_secs(30);
 
 impl Build<'_> {
-    /// Runs every stage up to and including the READY compare-and-set.
+    /// Runs every stage after starting (which [`super::run_build`] wrote) up to and including the READY
+    /// compare-and-set.
     pub(super) async fn run_to_ready(&mut self) -> Result<(), Stop> {
-        self.advance(JobStatus::Starting, Self::message("Starting build"))
-            .await?;
         let goal = JobGoal::try_from(self.job.goal.clone()).map_err(PipelineError::InvalidGoal)?;
         let sandbox = self.scaffold().await?;
         let files = self.code(&goal, &sandbox).await?;

@@ -22,7 +22,6 @@ fn never_ready(h: &mut Harness) {
 #[tokio::test(start_paused = true)]
 async fn a_cancel_seen_by_the_compare_and_set_stops_the_build_and_kills_the_sandbox() {
     let mut h = Harness::new();
-    h.loads_job();
     h.transitions(&[
         (JobStatus::Queued, JobStatus::Starting),
         (JobStatus::Starting, JobStatus::Scaffold),
@@ -59,7 +58,6 @@ async fn a_cancel_seen_by_the_compare_and_set_stops_the_build_and_kills_the_sand
 async fn a_token_cancelled_just_before_ready_never_writes_ready() {
     let mut h = Harness::new();
     let cancel = CancellationToken::new();
-    h.loads_job();
     h.transitions_to_checks();
     h.creates_sandbox();
     h.generates_app();
@@ -91,7 +89,6 @@ async fn a_token_cancelled_just_before_ready_never_writes_ready() {
 async fn an_interrupted_build_kills_its_sandbox_and_gives_the_job_back_to_the_queue() {
     let mut h = Harness::new();
     let cancel = CancellationToken::new();
-    h.loads_job();
     h.transitions_to_checks();
     h.creates_sandbox();
     h.generates_app();
@@ -125,7 +122,6 @@ async fn an_interrupted_build_kills_its_sandbox_and_gives_the_job_back_to_the_qu
 #[tokio::test(start_paused = true)]
 async fn a_cancel_that_lands_while_the_sandbox_is_created_kills_it_at_once() {
     let mut h = Harness::new();
-    h.loads_job();
     h.transitions(&[
         (JobStatus::Queued, JobStatus::Starting),
         (JobStatus::Starting, JobStatus::Scaffold),
@@ -153,7 +149,6 @@ async fn a_cancel_that_lands_while_the_sandbox_is_created_kills_it_at_once() {
 #[tokio::test(start_paused = true)]
 async fn a_token_cancelled_before_the_start_leaves_the_job_queued() {
     let mut h = Harness::new();
-    h.loads_job();
     h.repo.expect_transition().never();
     h.runtime.expect_create().never();
     let cancel = CancellationToken::new();
@@ -168,7 +163,6 @@ async fn a_token_cancelled_before_the_start_leaves_the_job_queued() {
 #[tokio::test(start_paused = true)]
 async fn a_lost_ready_compare_and_set_kills_the_sandbox_and_never_pauses() {
     let mut h = Harness::new();
-    h.loads_job();
     h.transitions_to_checks();
     h.creates_sandbox();
     h.generates_app();

@@ -40,7 +40,6 @@ async fn a_dev_server_that_never_answers_fails_the_build_kills_the_sandbox_and_n
     fails_from(&mut h, JobStatus::Checks, |m| {
         m.contains("did not become ready") && m.contains(PREVIEW)
     });
-    h.loads_job();
     h.transitions_to_checks();
     h.creates_sandbox();
     h.generates_app();
@@ -62,7 +61,6 @@ async fn a_dev_server_that_never_answers_fails_the_build_kills_the_sandbox_and_n
 async fn js_without_package_json_fails_naming_package_json() {
     let mut h = Harness::new();
     fails_from(&mut h, JobStatus::Code, |m| m.contains("package.json"));
-    h.loads_job();
     h.transitions(&[
         (JobStatus::Queued, JobStatus::Starting),
         (JobStatus::Starting, JobStatus::Scaffold),
@@ -89,7 +87,6 @@ async fn a_path_escaping_the_workspace_fails_the_build() {
     fails_from(&mut h, JobStatus::Code, |m| {
         m.contains("outside the workspace")
     });
-    h.loads_job();
     h.transitions(&[
         (JobStatus::Queued, JobStatus::Starting),
         (JobStatus::Starting, JobStatus::Scaffold),
@@ -115,7 +112,6 @@ async fn a_failed_npm_install_reports_the_tail_of_stderr() {
         m.starts_with("npm install failed (exit code 1)")
             && m.ends_with("ERESOLVE could not resolve")
     });
-    h.loads_job();
     h.transitions(&[
         (JobStatus::Queued, JobStatus::Starting),
         (JobStatus::Starting, JobStatus::Scaffold),
@@ -155,7 +151,6 @@ async fn a_failed_npm_install_reports_the_tail_of_stderr() {
 async fn a_rate_limited_generator_is_classified_by_its_variant() {
     let mut h = Harness::new();
     fails_from(&mut h, JobStatus::Code, |m| m.contains("rate limit"));
-    h.loads_job();
     h.transitions(&[
         (JobStatus::Queued, JobStatus::Starting),
         (JobStatus::Starting, JobStatus::Scaffold),
@@ -179,7 +174,6 @@ async fn a_sandbox_that_cannot_be_created_fails_without_a_kill() {
     fails_from(&mut h, JobStatus::Scaffold, |m| {
         m.contains("could not be started")
     });
-    h.loads_job();
     h.transitions(&[
         (JobStatus::Queued, JobStatus::Starting),
         (JobStatus::Starting, JobStatus::Scaffold),
@@ -200,7 +194,6 @@ async fn a_sandbox_that_cannot_be_created_fails_without_a_kill() {
 async fn a_kill_of_a_sandbox_already_gone_is_fine() {
     let mut h = Harness::new();
     fails_from(&mut h, JobStatus::Deps, |_| true);
-    h.loads_job();
     h.transitions(&[
         (JobStatus::Queued, JobStatus::Starting),
         (JobStatus::Starting, JobStatus::Scaffold),

@@ -215,14 +215,6 @@ impl Harness {
         self.db.get().id
     }
 
-    pub(super) fn loads_job(&mut self) {
-        let db = self.db.clone();
-        self.repo
-            .expect_get_job()
-            .times(1)
-            .returning(move |_| Ok(Some(db.get())));
-    }
-
     /// Each move once, applied to the row.
     pub(super) fn transitions(&mut self, moves: &[(JobStatus, JobStatus)]) {
         for &(from, to) in moves {
@@ -298,7 +290,6 @@ impl Harness {
 
     /// Everything up to an accepted READY.
     pub(super) fn builds_to_ready(&mut self) {
-        self.loads_job();
         self.transitions_to_checks();
         self.transitions(&[(JobStatus::Checks, JobStatus::Ready)]);
         self.creates_sandbox();

@@ -56,7 +56,6 @@ fn expect_pause_in_order(h: &mut Harness, provider_says: PauseOutcome) {
 
 /// Everything before READY, with READY itself left to the test.
 fn builds_to_checks(h: &mut Harness) {
-    h.loads_job();
     h.transitions_to_checks();
     h.creates_sandbox();
     h.generates_app();

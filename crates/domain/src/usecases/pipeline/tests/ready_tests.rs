@@ -36,7 +36,6 @@ async fn preview_url_and_build_version_are_written_with_ready() {
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(()));
-    h.loads_job();
     h.transitions_to_checks();
     h.creates_sandbox();
     h.generates_app();
@@ -88,7 +87,6 @@ async fn the_sandbox_is_recorded_in_both_stores_before_anything_runs_in_it() {
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(()));
-    h.loads_job();
     h.transitions_to_checks();
     h.transitions(&[(JobStatus::Checks, JobStatus::Ready)]);
     h.generates_app();
@@ -141,7 +139,6 @@ async fn dependencies_are_installed_and_the_framework_decides_the_command() {
         .withf(|_, port| *port == 5173)
         .times(1)
         .returning(|_, _| Ok(PREVIEW.to_owned()));
-    h.loads_job();
     h.transitions_to_checks();
     h.transitions(&[(JobStatus::Checks, JobStatus::Ready)]);
     h.creates_sandbox();
@@ -167,7 +164,6 @@ async fn the_preview_is_probed_until_it_answers_below_500() {
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_| Ok(answer(404)));
-    h.loads_job();
     h.transitions_to_checks();
     h.transitions(&[(JobStatus::Checks, JobStatus::Ready)]);
     h.creates_sandbox();
@@ -186,7 +182,7 @@ async fn the_preview_is_probed_until_it_answers_below_500() {
 async fn a_job_that_is_not_queued_is_not_built() {
     let mut h = Harness::new();
     h.db.set_status(JobStatus::Failed);
-    h.loads_job();
+    h.transitions(&[(JobStatus::Queued, JobStatus::Starting)]);
     let (outcome, _) = h.run(CancellationToken::new()).await;
     assert_eq!(
         outcome,
@@ -199,7 +195,10 @@ async fn a_job_that_is_not_queued_is_not_built() {
 #[tokio::test]
 async fn a_missing_job_is_not_built() {
     let mut h = Harness::new();
-    h.repo.expect_get_job().times(1).returning(|_| Ok(None));
+    h.repo
+        .expect_transition()
+        .times(1)
+        .returning(|_, _, _, _| Ok(TransitionOutcome::Conflict { current: None }));
     let (outcome, _) = h.run(CancellationToken::new()).await;
     assert_eq!(outcome, BuildOutcome::Lost { current: None });
 }
