@@ -127,7 +127,11 @@ async fn update_row<'e, E: PgExecutor<'e>>(
         .bind(leaves_queue)
         .bind(to.is_terminal())
         .bind(update.sandbox_running)
-        .bind(SandboxState::Running.as_str())
+        .bind(if update.sandbox_pausing {
+            SandboxState::Pausing.as_str()
+        } else {
+            SandboxState::Running.as_str()
+        })
         .fetch_optional(executor)
         .await
         .map_err(map_err)

@@ -40,6 +40,9 @@ pub struct TransitionUpdate {
     pub assign_build_version: bool,
     /// With a move to READY: the sandbox is now running (state `running`, version bumped).
     pub sandbox_running: bool,
+    /// With `sandbox_running`: the pause starts at once (the policy says so), so the state is written as
+    /// `pausing` instead, in the READY write itself: one write less between READY and paused.
+    pub sandbox_pausing: bool,
 }
 
 /// A compare-and-set either applies, or loses to whatever the row holds now.

@@ -1,6 +1,8 @@
 //! Compare-and-set transitions, build versions and the recovery requeue.
 
-use domain::ports::{JobRepository, RepoError, TransitionOutcome, TransitionUpdate};
+use domain::ports::{
+    JobRepository, RepoError, SandboxStateUpdate, TransitionOutcome, TransitionUpdate,
+};
 use domain::{DebugId, JobId, JobStatus, SandboxId, SandboxState};
 use sqlx::PgPool;
 
@@ -402,6 +404,47 @@ async fn ready_with_a_running_sandbox_sets_the_sandbox_state(pool: PgPool) {
     assert!(!ready.sandbox_paused());
     // Not asked for: no version.
     assert_eq!(ready.build_version, None);
+}
+
+#[sqlx::test(migrator = "infra_pg::MIGRATOR")]
+async fn ready_with_a_pause_at_once_records_the_sandbox_pausing(pool: PgPool) {
+    let repo = repo(pool);
+    let alice = user("alice");
+    let p = project(&repo, &alice).await;
+    let job = job_at(&repo, p.id, &alice, JobStatus::Checks).await;
+
+    let ready = applied(
+        repo.transition(
+            job.id,
+            JobStatus::Checks,
+            JobStatus::Ready,
+            TransitionUpdate {
+                sandbox_id: Some(SandboxId::try_from("sbx-1").unwrap()),
+                sandbox_running: true,
+                sandbox_pausing: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(ready.sandbox_state, SandboxState::Pausing);
+    assert_eq!(ready.sandbox_state_version, job.sandbox_state_version + 1);
+    assert!(!ready.sandbox_paused());
+    // The pause is then recorded against the version READY wrote.
+    let paused = repo
+        .set_sandbox_state(
+            job.id,
+            SandboxStateUpdate {
+                expected_version: ready.sandbox_state_version,
+                state: SandboxState::Paused,
+                preview_url: None,
+            },
+        )
+        .await
+        .unwrap()
+        .expect("the version READY wrote");
+    assert!(paused.sandbox_paused() && paused.paused_at.is_some());
 }
 
 #[sqlx::test(migrator = "infra_pg::MIGRATOR")]

@@ -7,7 +7,9 @@ use super::BuildOutcome;
 use crate::ports::{
     JobRepository, LiveJobStore, RepoError, SandboxError, SandboxRuntime, SandboxStateUpdate,
 };
-use crate::{Job, PausePolicy, SandboxState};
+use tracing::Instrument;
+
+use crate::{Job, PausePolicy, SandboxId, SandboxState};
 
 /// What pausing needs (the reconciler's retries use it too).
 #[derive(Clone, Copy)]
@@ -54,8 +56,18 @@ pub async fn pause_job_sandbox(deps: PauseDeps<'_>, job: &Job) -> PauseResult {
             return PauseResult::Unrecorded(error);
         }
     };
-    match deps.runtime.pause(&sandbox).await {
-        Ok(outcome) => match set_state(deps, &pausing, SandboxState::Paused).await {
+    pause_recorded_pausing(deps, &pausing, &sandbox).await
+}
+
+/// The rest of a pause once `pausing` is recorded (by [`pause_job_sandbox`], or by the READY write when
+/// the policy pauses at once): the provider's pause, then pausing → paused, or back on failure.
+async fn pause_recorded_pausing(
+    deps: PauseDeps<'_>,
+    pausing: &Job,
+    sandbox: &SandboxId,
+) -> PauseResult {
+    match deps.runtime.pause(sandbox).await {
+        Ok(outcome) => match set_state(deps, pausing, SandboxState::Paused).await {
             Ok(Some(paused)) => {
                 tracing::info!(outcome = ?outcome, "sandbox paused");
                 save_live(deps, &paused).await;
@@ -80,7 +92,7 @@ pub async fn pause_job_sandbox(deps: PauseDeps<'_>, job: &Job) -> PauseResult {
                 SandboxError::NotFound(_) => SandboxState::Expired,
                 _ => SandboxState::Running,
             };
-            match set_state(deps, &pausing, back).await {
+            match set_state(deps, pausing, back).await {
                 Ok(Some(job)) => save_live(deps, &job).await,
                 Ok(None) => tracing::debug!("sandbox state moved meanwhile"),
                 Err(error) => {
@@ -121,7 +133,17 @@ impl Build<'_> {
                     live: self.deps.live.as_ref(),
                     runtime: self.deps.runtime.as_ref(),
                 };
-                match pause_job_sandbox(deps, &self.job).await {
+                let paused = match (&self.job.sandbox_id, self.job.sandbox_state) {
+                    // READY was written with the sandbox already `pausing`.
+                    (Some(sandbox), SandboxState::Pausing) => {
+                        let span = tracing::info_span!("pause_job_sandbox", job_id = %self.job.id, sandbox_id = %sandbox);
+                        pause_recorded_pausing(deps, &self.job, sandbox)
+                            .instrument(span)
+                            .await
+                    }
+                    _ => pause_job_sandbox(deps, &self.job).await,
+                };
+                match paused {
                     PauseResult::Paused(_) => BuildOutcome::Ready {
                         paused: true,
                         pause_failed: false,

@@ -113,7 +113,11 @@ impl Db {
             job.build_version = Some(BuildVersion(1).label());
         }
         if update.sandbox_running {
-            job.sandbox_state = SandboxState::Running;
+            job.sandbox_state = if update.sandbox_pausing {
+                SandboxState::Pausing
+            } else {
+                SandboxState::Running
+            };
             job.sandbox_state_version += 1;
         }
         TransitionOutcome::Applied(Box::new(job.clone()))

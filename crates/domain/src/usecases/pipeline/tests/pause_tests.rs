@@ -9,30 +9,30 @@ use super::*;
 use crate::ports::{PauseOutcome, SandboxError};
 use crate::{JobStatus, PausePolicy, SandboxState};
 
-/// READY accepted → READY published → pausing (Postgres) → the provider's pause → paused (Postgres) →
-/// paused (Redis), each exactly once and in that order.
+/// READY accepted, written with the sandbox `pausing` → READY published → the provider's pause → paused
+/// (Postgres) → paused (Redis), each exactly once and in that order.
 fn expect_pause_in_order(h: &mut Harness, provider_says: PauseOutcome) {
     let mut seq = Sequence::new();
     let db = h.db.clone();
     h.repo
         .expect_transition()
-        .withf(|_, f, t, _| *f == JobStatus::Checks && *t == JobStatus::Ready)
+        .withf(|_, f, t, u| {
+            *f == JobStatus::Checks
+                && *t == JobStatus::Ready
+                && u.sandbox_running
+                && u.sandbox_pausing
+        })
         .times(1)
         .in_sequence(&mut seq)
         .returning(move |_, f, t, u| Ok(db.transition(f, t, &u)));
     h.live
         .expect_save_and_publish()
-        .withf(|job, _| job.status == JobStatus::Ready)
+        .withf(|job, _| {
+            job.status == JobStatus::Ready && job.sandbox_state == SandboxState::Pausing
+        })
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(()));
-    let db = h.db.clone();
-    h.repo
-        .expect_set_sandbox_state()
-        .withf(|_, u| u.state == SandboxState::Pausing)
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(move |_, u| Ok(db.set_sandbox_state(&u)));
     h.runtime
         .expect_pause()
         .withf(|id| *id == sandbox_id())
@@ -109,13 +109,6 @@ async fn a_pause_error_leaves_the_job_ready_and_unpaused() {
     builds_to_checks(&mut h);
     h.transitions(&[(JobStatus::Checks, JobStatus::Ready)]);
     let mut seq = Sequence::new();
-    let db = h.db.clone();
-    h.repo
-        .expect_set_sandbox_state()
-        .withf(|_, u| u.state == SandboxState::Pausing)
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(move |_, u| Ok(db.set_sandbox_state(&u)));
     h.runtime
         .expect_pause()
         .times(1)
