@@ -45,7 +45,7 @@ pub const CHANGES: &[Change] = &[
         what: "glibc's malloc was a fifth of api-server's CPU on status reads (malloc_consolidate, run by \
                every allocation of 1 KiB or more, among the top symbols): api-server, job-worker and the \
                bench (which hosts the worker) now use mimalloc. Measured this time by the api-server's CPU per \
-               read, which noise hardly moves. The load generator is now one thread sending prebuilt \
+               read, which noise moves less than requests/s. The load generator is now one thread sending prebuilt \
                requests, as redis-benchmark does, instead of 50 HTTP clients",
         figures: &[
             ("status reads", "api-server CPU per status read", "72 µs"),

@@ -355,8 +355,8 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
     notes.push(format!(
         "Status reads: {} READY jobs read in turn by {} keep-alive HTTP/1.1 connections (one thread, \
          prebuilt requests, as redis-benchmark) for {:.1} s; redis-benchmark -c {} -n {} HGETALL on one \
-         of their hashes. The api-server's CPU per read (its threads' schedstat) is the figure to compare \
-         across runs: requests/s moves with whatever else shares the CPUs.",
+         of their hashes. The api-server's CPU per read (its threads' schedstat) moves less across runs than \
+         requests/s, which follows whatever else shares the CPUs.",
         ready.len(),
         load.connections,
         load.duration_s,

@@ -211,7 +211,7 @@ impl ApiServer {
     }
 
     /// The CPU time the process has used so far, all its threads (`/proc/<pid>/task/*/schedstat`, in
-    /// nanoseconds), in seconds. Unlike requests/s it hardly moves with what else the machine is doing.
+    /// nanoseconds), in seconds. It moves less than requests/s with what else the machine is doing.
     pub fn cpu_seconds(&self) -> Option<f64> {
         let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid()?)).ok()?;
         let nanos: u64 = tasks
