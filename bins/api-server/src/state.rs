@@ -19,21 +19,15 @@ use domain::TierTable;
 
 use crate::auth::JwtVerifier;
 
+/// What `GET /metrics` counts in Postgres at scrape time.
+pub use infra_pg::JobCounts;
+
 /// One dependency's answer to a readiness probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
     pub name: &'static str,
     /// `Err` holds the reason, for the log (the response only says which dependency failed).
     pub result: Result<(), String>,
-}
-
-/// What `GET /metrics` counts in Postgres at scrape time.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JobCounts {
-    pub by_status: Vec<(String, i64)>,
-    /// READY jobs whose sandbox the provider may be billing for (live and not paused): integrated over time,
-    /// the sandbox-seconds spent after READY.
-    pub ready_unpaused: i64,
 }
 
 /// Readiness and cheap operational counts, straight from the backing services.

@@ -15,7 +15,7 @@ use domain::ports::{PreviewProbe, SandboxRuntime};
 use domain::usecases::activity::Activity;
 use domain::usecases::resume::{ResumeConfig, ResumeDeps, ResumeService};
 use domain::usecases::snapshot::{SnapshotConfig, SnapshotDeps, SnapshotService};
-use domain::{JobStatus, SandboxState, TierTable};
+use domain::TierTable;
 
 use crate::auth::{AuthConfig, JwtVerifier};
 use crate::config::Config;
@@ -153,30 +153,9 @@ impl HealthCheck for BackendHealth {
     }
 
     async fn job_counts(&self) -> Option<JobCounts> {
-        let unpaused_live: Vec<&str> = SandboxState::ALL
-            .into_iter()
-            .filter(|s| s.is_live_unpaused())
-            .map(SandboxState::as_str)
-            .collect();
-        let rows = tokio::time::timeout(
-            CHECK_TIMEOUT,
-            sqlx::query_as::<_, (String, i64, i64)>(
-                "SELECT status, count(*), count(*) FILTER (WHERE sandbox_state = ANY($1)) \
-                 FROM jobs GROUP BY status",
-            )
-            .bind(&unpaused_live)
-            .fetch_all(&self.pool),
-        )
-        .await;
-        match flatten(rows) {
-            Ok(rows) => Some(JobCounts {
-                ready_unpaused: rows
-                    .iter()
-                    .filter(|(status, _, _)| status == JobStatus::Ready.as_str())
-                    .map(|(_, _, unpaused)| unpaused)
-                    .sum(),
-                by_status: rows.into_iter().map(|(s, n, _)| (s, n)).collect(),
-            }),
+        let counts = tokio::time::timeout(CHECK_TIMEOUT, infra_pg::count_jobs(&self.pool)).await;
+        match flatten(counts) {
+            Ok(counts) => Some(counts),
             Err(reason) => {
                 tracing::warn!(reason = %reason, "jobs by status not counted");
                 None

@@ -97,7 +97,6 @@ impl JobRepository for PgJobRepository {
         jobs::touch_activity(&self.pool, id, at).await
     }
 
-    #[tracing::instrument(skip_all, fields(job_id = %id), err)]
     #[tracing::instrument(skip_all, fields(job_id = %id, from = %from), err)]
     async fn requeue_job(
         &self,

@@ -1,12 +1,13 @@
-//! Inserting, reading and listing job rows.
+//! Inserting, reading, listing and counting job rows.
 
 use chrono::{DateTime, Utc};
 use domain::ports::RepoError;
-use domain::{Job, JobId, JobStatus, NewJob, ProjectId, UserId};
+use domain::{Job, JobId, JobStatus, NewJob, ProjectId, SandboxState, UserId};
 use sqlx::PgPool;
 
 use crate::error::map_err;
 use crate::rows::{self, job_columns, JobRow};
+use crate::sandbox::state_labels;
 
 /// Inserts only when the project exists and belongs to the job's user: a job can never be filed under
 /// another user's project (the Python service allowed that, and the job then showed on their dashboard).
@@ -149,4 +150,34 @@ pub(crate) async fn list_by_status(
     .await
     .map_err(map_err)?;
     rows::jobs(found)
+}
+
+/// Operational counts of the jobs table, read at metrics scrape time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    /// Jobs per status label.
+    pub by_status: Vec<(String, i64)>,
+    /// READY jobs whose sandbox the provider may be billing for (live and not paused): integrated over time,
+    /// the sandbox-seconds spent after READY.
+    pub ready_unpaused: i64,
+}
+
+/// Both counts in one scan of the table.
+pub async fn count_jobs(pool: &PgPool) -> Result<JobCounts, RepoError> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT status, count(*), count(*) FILTER (WHERE sandbox_state = ANY($1)) \
+         FROM jobs GROUP BY status",
+    )
+    .bind(state_labels(SandboxState::is_live_unpaused))
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    Ok(JobCounts {
+        ready_unpaused: rows
+            .iter()
+            .filter(|(status, _, _)| status == JobStatus::Ready.as_str())
+            .map(|(_, _, unpaused)| unpaused)
+            .sum(),
+        by_status: rows.into_iter().map(|(s, n, _)| (s, n)).collect(),
+    })
 }

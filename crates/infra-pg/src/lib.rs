@@ -18,6 +18,7 @@ mod transition;
 
 pub use error::PgError;
 pub use job_repository::PgJobRepository;
+pub use jobs::{count_jobs, JobCounts};
 pub use migrator::{migrate, MIGRATOR};
 pub use pool::{connect, connect_with, PoolConfig};
 pub use sqlx::PgPool;

@@ -77,16 +77,8 @@ pub(crate) async fn set_state(
 /// (running, pausing, pause_failed, and resuming, so that a resume cut short by a crash is re-paused too),
 /// and failed jobs whose sandbox is live in any state (paused included: it should be killed).
 pub(crate) async fn needing_attention(pool: &PgPool, limit: i64) -> Result<Vec<Job>, RepoError> {
-    let unpaused_live: Vec<&str> = SandboxState::ALL
-        .into_iter()
-        .filter(|s| s.is_live_unpaused())
-        .map(SandboxState::as_str)
-        .collect();
-    let live: Vec<&str> = SandboxState::ALL
-        .into_iter()
-        .filter(|s| s.is_live())
-        .map(SandboxState::as_str)
-        .collect();
+    let unpaused_live = state_labels(SandboxState::is_live_unpaused);
+    let live = state_labels(SandboxState::is_live);
     let found: Vec<JobRow> = sqlx::query_as(concat!(
         "SELECT ",
         job_columns!(),
@@ -123,4 +115,13 @@ pub(crate) async fn find_by_sandbox(
     .await
     .map_err(map_err)?;
     rows::job_opt(row)
+}
+
+/// The labels of the sandbox states `keep` selects, to bind as a text array (`sandbox_state = ANY($n)`).
+pub(crate) fn state_labels(keep: impl Fn(SandboxState) -> bool) -> Vec<&'static str> {
+    SandboxState::ALL
+        .into_iter()
+        .filter(|s| keep(*s))
+        .map(SandboxState::as_str)
+        .collect()
 }

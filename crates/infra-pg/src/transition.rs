@@ -10,9 +10,9 @@ use crate::jobs::current_status;
 use crate::rows::{job_columns, JobRow};
 
 /// The one compare-and-set UPDATE behind every transition. Optional fields are written when given and
-/// left alone otherwise; the timestamps and the attempt count follow from the move (flags `$11`, `$12`,
-/// `$13`), computed from the
-/// domain's enums, which also supply every label bound here, so that no status is spelled twice.
+/// left alone otherwise; the timestamps, the attempt count and the sandbox state follow from the move (flags
+/// `$11`, `$12`, `$13`), computed from the domain's enums, which also supply every label bound here, so that
+/// no status is spelled twice.
 const TRANSITION_SQL: &str = concat!(
     "UPDATE jobs SET \
         status = $3, \
@@ -126,12 +126,8 @@ async fn update_row<'e, E: PgExecutor<'e>>(
         .bind(build_version.map(BuildVersion::label))
         .bind(leaves_queue)
         .bind(to.is_terminal())
-        .bind(update.sandbox_running)
-        .bind(if update.sandbox_pausing {
-            SandboxState::Pausing.as_str()
-        } else {
-            SandboxState::Running.as_str()
-        })
+        .bind(update.sandbox_state.is_some())
+        .bind(update.sandbox_state.map(SandboxState::as_str))
         .fetch_optional(executor)
         .await
         .map_err(map_err)

@@ -70,7 +70,7 @@ pub const CHANGES: &[Change] = &[
     },
     Change {
         what: "when the policy pauses at once, the READY write records the sandbox as pausing itself \
-               (TransitionUpdate::sandbox_pausing), so READY → paused is one Postgres write instead of two; a \
+               (TransitionUpdate::sandbox_state), so READY → paused is one Postgres write instead of two; a \
                full run had just missed the one-at-a-time target on two stalled samples of 100",
         figures: &[
             ("pause bookkeeping", "p50 one at a time", "1.50–1.89 ms"),

@@ -60,7 +60,7 @@ pub async fn make_ready(app: &TestApp, id: JobId, preview_url: &str) -> Job {
             message: Some("Job completed successfully".into()),
             preview_url: Some(preview_url.to_owned()),
             assign_build_version: true,
-            sandbox_running: true,
+            sandbox_state: Some(SandboxState::Running),
             ..TransitionUpdate::default()
         },
     )

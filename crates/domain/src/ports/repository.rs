@@ -38,11 +38,10 @@ pub struct TransitionUpdate {
     pub workspace_path: Option<String>,
     /// With a move to READY: assign the project's next `build_v0_N` in the same transaction, without a race.
     pub assign_build_version: bool,
-    /// With a move to READY: the sandbox is now running (state `running`, version bumped).
-    pub sandbox_running: bool,
-    /// With `sandbox_running`: the pause starts at once (the policy says so), so the state is written as
-    /// `pausing` instead, in the READY write itself: one write less between READY and paused.
-    pub sandbox_pausing: bool,
+    /// With a move to READY: the sandbox's state from now on, version bumped: `running`, or `pausing` when
+    /// the policy pauses at once (in the READY write itself: one write less between READY and paused). A
+    /// paused state cannot be written here: only the provider's confirmation records that.
+    pub sandbox_state: Option<SandboxState>,
 }
 
 /// A compare-and-set either applies, or loses to whatever the row holds now.

@@ -1,6 +1,7 @@
 use domain::ports::{JobRepository, TransitionOutcome, TransitionUpdate};
 use domain::{
-    Job, JobGoal, JobId, JobStatus, NewJob, NewProject, Project, ProjectId, Tier, UserId,
+    Job, JobGoal, JobId, JobStatus, NewJob, NewProject, Project, ProjectId, SandboxState, Tier,
+    UserId,
 };
 use infra_pg::PgJobRepository;
 use sqlx::PgPool;
@@ -87,7 +88,7 @@ pub async fn ready_job(repo: &PgJobRepository, project: ProjectId, owner: &UserI
             JobStatus::Ready,
             TransitionUpdate {
                 assign_build_version: true,
-                sandbox_running: true,
+                sandbox_state: Some(SandboxState::Running),
                 ..Default::default()
             },
         )

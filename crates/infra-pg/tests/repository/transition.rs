@@ -387,7 +387,7 @@ async fn ready_with_a_running_sandbox_sets_the_sandbox_state(pool: PgPool) {
             TransitionUpdate {
                 sandbox_id: Some(sandbox.clone()),
                 preview_url: Some("https://3000-sbx-1.e2b.app".into()),
-                sandbox_running: true,
+                sandbox_state: Some(SandboxState::Running),
                 ..Default::default()
             },
         )
@@ -420,8 +420,7 @@ async fn ready_with_a_pause_at_once_records_the_sandbox_pausing(pool: PgPool) {
             JobStatus::Ready,
             TransitionUpdate {
                 sandbox_id: Some(SandboxId::try_from("sbx-1").unwrap()),
-                sandbox_running: true,
-                sandbox_pausing: true,
+                sandbox_state: Some(SandboxState::Pausing),
                 ..Default::default()
             },
         )

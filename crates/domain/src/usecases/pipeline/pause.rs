@@ -7,8 +7,6 @@ use super::BuildOutcome;
 use crate::ports::{
     JobRepository, LiveJobStore, RepoError, SandboxError, SandboxRuntime, SandboxStateUpdate,
 };
-use tracing::Instrument;
-
 use crate::{Job, PausePolicy, SandboxId, SandboxState};
 
 /// What pausing needs (the reconciler's retries use it too).
@@ -61,6 +59,7 @@ pub async fn pause_job_sandbox(deps: PauseDeps<'_>, job: &Job) -> PauseResult {
 
 /// The rest of a pause once `pausing` is recorded (by [`pause_job_sandbox`], or by the READY write when
 /// the policy pauses at once): the provider's pause, then pausing → paused, or back on failure.
+#[tracing::instrument(skip_all, fields(job_id = %pausing.id, sandbox_id = %sandbox))]
 async fn pause_recorded_pausing(
     deps: PauseDeps<'_>,
     pausing: &Job,
@@ -136,10 +135,7 @@ impl Build<'_> {
                 let paused = match (&self.job.sandbox_id, self.job.sandbox_state) {
                     // READY was written with the sandbox already `pausing`.
                     (Some(sandbox), SandboxState::Pausing) => {
-                        let span = tracing::info_span!("pause_job_sandbox", job_id = %self.job.id, sandbox_id = %sandbox);
-                        pause_recorded_pausing(deps, &self.job, sandbox)
-                            .instrument(span)
-                            .await
+                        pause_recorded_pausing(deps, &self.job, sandbox).await
                     }
                     _ => pause_job_sandbox(deps, &self.job).await,
                 };

@@ -112,12 +112,8 @@ impl Db {
         if update.assign_build_version && to == JobStatus::Ready {
             job.build_version = Some(BuildVersion(1).label());
         }
-        if update.sandbox_running {
-            job.sandbox_state = if update.sandbox_pausing {
-                SandboxState::Pausing
-            } else {
-                SandboxState::Running
-            };
+        if let Some(state) = update.sandbox_state {
+            job.sandbox_state = state;
             job.sandbox_state_version += 1;
         }
         TransitionOutcome::Applied(Box::new(job.clone()))

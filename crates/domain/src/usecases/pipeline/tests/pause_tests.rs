@@ -19,8 +19,7 @@ fn expect_pause_in_order(h: &mut Harness, provider_says: PauseOutcome) {
         .withf(|_, f, t, u| {
             *f == JobStatus::Checks
                 && *t == JobStatus::Ready
-                && u.sandbox_running
-                && u.sandbox_pausing
+                && u.sandbox_state == Some(SandboxState::Pausing)
         })
         .times(1)
         .in_sequence(&mut seq)

@@ -21,7 +21,7 @@ async fn preview_url_and_build_version_are_written_with_ready() {
                 && u.sandbox_id == Some(sandbox_id())
                 && u.workspace_path.as_deref() == Some(WORKSPACE)
                 && u.assign_build_version
-                && u.sandbox_running
+                && u.sandbox_state.is_some()
         })
         .times(1)
         .in_sequence(&mut seq)
