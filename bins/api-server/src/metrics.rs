@@ -68,6 +68,18 @@ pub fn set_job_counts(counts: &[(String, i64)]) {
     }
 }
 
+/// Sets `slipway_status_cache_reads_total{result}`: status reads answered from memory (`hit`), read from
+/// Redis and kept (`miss`), or read from Redis while it was not tracking them (`untracked`).
+pub fn set_status_cache(stats: infra_redis::CacheStats) {
+    for (result, n) in [
+        ("hit", stats.hits),
+        ("miss", stats.misses),
+        ("untracked", stats.untracked),
+    ] {
+        metrics::counter!("slipway_status_cache_reads_total", "result" => result).absolute(n);
+    }
+}
+
 /// Sets `slipway_ready_sandboxes_unpaused`: READY builds whose sandbox may be billing. Its integral over time
 /// (`sum_over_time(…) × scrape interval`) is the running sandbox-seconds after READY, the idle bill.
 pub fn set_ready_unpaused(n: i64) {

@@ -49,6 +49,9 @@ pub type AppState = Arc<Shared>;
 pub struct Shared {
     pub repo: Arc<dyn JobRepository>,
     pub live: Arc<dyn LiveJobStore>,
+    /// The live store behind an in-process cache that Redis keeps coherent: for the status route only (see
+    /// [`infra_redis::CachedLiveStore`] for why event streams and use cases must not read through it).
+    pub status_reads: infra_redis::CachedLiveStore,
     pub queue: Arc<dyn JobQueue>,
     pub usage: Arc<dyn UsageCounters>,
     pub sandbox: Arc<dyn SandboxRuntime>,

@@ -8,7 +8,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use fred::prelude::ClientLike;
 use infra_pg::{PgJobRepository, PgPool};
-use infra_redis::{Client, RedisLiveStore, RedisQueue, RedisUsage};
+use infra_redis::{CachedLiveStore, Client, RedisLiveStore, RedisQueue, RedisUsage};
 use tokio_util::sync::CancellationToken;
 
 use domain::ports::{PreviewProbe, SandboxRuntime};
@@ -38,15 +38,15 @@ pub struct Parts {
     pub sse_heartbeat: Duration,
 }
 
-/// Builds the state over a connected pool and Redis client.
-pub fn assemble(parts: Parts) -> AppState {
+/// Builds the state over a connected pool and Redis client. Must run inside a tokio runtime (the status
+/// cache starts its connection in the background); fails only when the Redis settings cannot make a client.
+pub fn assemble(parts: Parts) -> Result<AppState, domain::ports::StoreError> {
     let tiers = Arc::new(parts.tiers);
     let repo: Arc<dyn domain::ports::JobRepository> =
         Arc::new(PgJobRepository::new(parts.pool.clone()));
-    let live: Arc<dyn domain::ports::LiveJobStore> = Arc::new(RedisLiveStore::new(
-        parts.redis.clone(),
-        parts.redis_prefix.clone(),
-    ));
+    let store = RedisLiveStore::new(parts.redis.clone(), parts.redis_prefix.clone());
+    let status_reads = CachedLiveStore::new(store.clone(), &parts.redis)?;
+    let live: Arc<dyn domain::ports::LiveJobStore> = Arc::new(status_reads.direct_reads());
     let resume = ResumeService::new(
         ResumeDeps {
             repo: repo.clone(),
@@ -65,10 +65,11 @@ pub fn assemble(parts: Parts) -> AppState {
         },
         SnapshotConfig::default(),
     );
-    Arc::new(Shared {
+    Ok(Arc::new(Shared {
         activity: Activity::new(repo.clone()),
         repo,
         live,
+        status_reads,
         queue: Arc::new(RedisQueue::new(
             parts.redis.clone(),
             parts.redis_prefix.clone(),
@@ -89,7 +90,7 @@ pub fn assemble(parts: Parts) -> AppState {
         shutdown: CancellationToken::new(),
         request_timeout: parts.request_timeout,
         sse_heartbeat: parts.sse_heartbeat,
-    })
+    }))
 }
 
 /// Connects everything the configuration names. Fails at start, naming what is wrong.
@@ -112,7 +113,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         .await
         .context("connecting to redis (REDIS_URL)")?;
     let probe = infra_e2b::HttpPreviewProbe::new().context("building the preview probe")?;
-    Ok(assemble(Parts {
+    assemble(Parts {
         pool,
         redis,
         redis_prefix: config.redis_prefix.clone(),
@@ -122,7 +123,8 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         probe: Arc::new(probe),
         request_timeout: config.request_timeout(),
         sse_heartbeat: crate::SSE_HEARTBEAT,
-    }))
+    })
+    .context("building the status cache's Redis client (REDIS_URL)")
 }
 
 /// Pings Postgres and Redis; counts jobs by status.

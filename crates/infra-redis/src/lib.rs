@@ -18,7 +18,7 @@ mod usage;
 pub use config::{connect, ConnectError, RedisConfig};
 pub use fred::prelude::Client;
 pub use keys::Keys;
-pub use live::{event_from_json, event_to_json, RedisLiveStore};
+pub use live::{event_from_json, event_to_json, CacheStats, CachedLiveStore, RedisLiveStore};
 pub use lock::RedisStepLock;
 pub use queue::RedisQueue;
 pub use usage::RedisUsage;

@@ -4,58 +4,15 @@ mod common;
 
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
-use common::{eventually, TestRedis};
+use chrono::Utc;
+use common::{advanced, eventually, job, TestRedis};
 use domain::ports::{LiveJobStore, StoreError, UsageCounters};
-use domain::{
-    DebugId, Job, JobEvent, JobId, JobStatus, ProjectId, SandboxId, SandboxState, Tier, UserId,
-};
+use domain::{DebugId, Job, JobEvent, JobId, JobStatus, SandboxId, SandboxState, UserId};
 use fred::prelude::{HashesInterface, KeysInterface, PubsubInterface};
 use futures::StreamExt;
 use infra_redis::{event_to_json, Keys, RedisLiveStore, RedisUsage};
 
 const WAIT: Duration = Duration::from_secs(5);
-
-fn job() -> Job {
-    let t = Utc.timestamp_opt(1_764_000_000, 123_456_000).unwrap();
-    Job {
-        id: JobId::new(),
-        project_id: ProjectId::new(),
-        user_id: UserId::try_from("user_live").unwrap(),
-        tier: Tier::CtoScale,
-        goal: "a habit tracker".into(),
-        status: JobStatus::Queued,
-        status_message: Some("Queued...".into()),
-        error_message: None,
-        debug_id: None,
-        attempts: 0,
-        sandbox_id: None,
-        preview_url: None,
-        workspace_path: None,
-        build_version: Some("build_v0_1".into()),
-        sandbox_state: SandboxState::None,
-        sandbox_state_version: 0,
-        paused_at: None,
-        resumed_at: None,
-        last_activity_at: None,
-        enqueued_at: Some(t),
-        started_at: None,
-        completed_at: None,
-        created_at: t,
-        updated_at: t,
-        duration_seconds: None,
-    }
-}
-
-/// The job one step later: a newer `updated_at` and the given status.
-fn advanced(j: &Job, status: JobStatus) -> Job {
-    Job {
-        status,
-        status_message: Some(status.label().into()),
-        updated_at: j.updated_at + chrono::Duration::milliseconds(1),
-        ..j.clone()
-    }
-}
 
 fn event(j: &Job) -> JobEvent {
     JobEvent {

@@ -78,6 +78,22 @@ pub const CHANGES: &[Change] = &[
             ("pause bookkeeping", "p50 under the throughput run", "36.09–41.96 ms"),
         ],
     },
+    Change {
+        what: "the status route's profile was a third fred (a write per command, the reply decoded into a \
+               map) and a fifth kernel TCP, half of it the Redis socket, for a hash that does not change \
+               between polls of a READY job. The route now reads through an in-process cache \
+               (infra-redis CachedLiveStore) on its own RESP3 connection with CLIENT TRACKING: Redis pushes \
+               an invalidation when any client changes a hash it served, a read overtaken by an invalidation \
+               is not kept, nothing is cached while tracking is not confirmed (start, any connection error \
+               or reconnect), and no value is kept longer than 10 s. Event streams and use cases still read \
+               Redis directly; this process's own writes drop its cached copy at once",
+        figures: &[
+            ("status reads", "api-server CPU per status read", "53.0–68.5 µs"),
+            ("status reads", "ratio status / HGETALL", "0.31–0.32"),
+            ("status reads", "p99", "3.29–4.40 ms"),
+            ("status reads", "api-server peak RSS after the status reads", "38.6 MiB"),
+        ],
+    },
 ];
 
 /// One note per change: "what: figure before → after, …", the after read from this run's table.

@@ -222,6 +222,17 @@ impl ApiServer {
         Some(nanos as f64 / 1e9)
     }
 
+    /// The status cache's counters from `/metrics`: `(hits, all reads)`, or `None` when not exposed.
+    pub async fn status_cache_reads(&self) -> Option<(u64, u64)> {
+        let text = reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        parse_status_cache_reads(&text)
+    }
+
     /// SIGTERM, then waits (SIGKILL after a deadline).
     pub async fn stop(mut self) {
         if let Some(pid) = self.pid().and_then(|pid| i32::try_from(pid).ok()) {
@@ -237,6 +248,24 @@ impl ApiServer {
     }
 }
 
+/// Sums `slipway_status_cache_reads_total` by result: `(hits, all reads)`.
+fn parse_status_cache_reads(metrics: &str) -> Option<(u64, u64)> {
+    let mut hits = None;
+    let mut all = 0u64;
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("slipway_status_cache_reads_total{") else {
+            continue;
+        };
+        let (labels, value) = rest.split_once("} ")?;
+        let n = value.trim().parse::<f64>().ok()? as u64;
+        all += n;
+        if labels.contains("result=\"hit\"") {
+            hits = Some(n);
+        }
+    }
+    Some((hits?, all))
+}
+
 fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .context("cannot find a free port on 127.0.0.1")?;
@@ -246,6 +275,17 @@ fn free_port() -> anyhow::Result<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_cache_counters_are_read_from_the_metrics_text() {
+        let text = "# TYPE slipway_status_cache_reads_total counter\n\
+                    slipway_status_cache_reads_total{result=\"hit\"} 990\n\
+                    slipway_status_cache_reads_total{result=\"miss\"} 8\n\
+                    slipway_status_cache_reads_total{result=\"untracked\"} 2\n\
+                    http_requests_total{route=\"/x\"} 5\n";
+        assert_eq!(parse_status_cache_reads(text), Some((990, 1000)));
+        assert_eq!(parse_status_cache_reads("http_requests_total 5\n"), None);
+    }
 
     #[test]
     fn loopback_urls_connect_without_tls_unless_told_otherwise() {

@@ -10,11 +10,11 @@ use domain::usecases::submit::{busy_message, submit_job, SubmitError};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, JobIdPath};
 use crate::preview_check;
-use crate::routes::load_owned_job;
 use crate::routes::wire::{
     CancelResponse, GenerationStatusResponse, PreviewCheckResponse, StartGenerationResponse,
     StartRequest,
 };
+use crate::routes::{load_owned_job, load_owned_job_from};
 use crate::AppState;
 
 /// Maps the submit use case's refusals to the API's answers.
@@ -81,7 +81,7 @@ pub async fn status(
     user: AuthUser,
     JobIdPath(id): JobIdPath,
 ) -> Result<Json<GenerationStatusResponse>, ApiError> {
-    let job = load_owned_job(&state, &user.user_id, id).await?;
+    let job = load_owned_job_from(&state.status_reads, &state, &user.user_id, id).await?;
     // A founder watching a running preview keeps it awake (the idle re-pause reads this).
     if let Err(error) = state.activity.touch_if_running(&job).await {
         tracing::warn!(job_id = %id, error = %error, "preview activity not recorded");

@@ -53,6 +53,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         crate::metrics::set_job_counts(&counts.by_status);
         crate::metrics::set_ready_unpaused(counts.ready_unpaused);
     }
+    crate::metrics::set_status_cache(state.status_reads.stats());
     handle.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -7,7 +7,7 @@ pub mod lifecycle;
 pub mod projects;
 pub mod wire;
 
-use domain::ports::{QueueError, RepoError, StoreError};
+use domain::ports::{LiveJobStore, QueueError, RepoError, StoreError};
 use domain::{Job, JobId, UserId};
 
 use crate::error::ApiError;
@@ -16,7 +16,17 @@ use crate::AppState;
 /// The job if `user` owns it, from the live hash; when the hash is missing (or unreadable), from Postgres,
 /// writing the hash back. Another user's job is `Job not found`, exactly like a missing one.
 pub async fn load_owned_job(state: &AppState, user: &UserId, id: JobId) -> Result<Job, ApiError> {
-    match state.live.get(id).await {
+    load_owned_job_from(state.live.as_ref(), state, user, id).await
+}
+
+/// [`load_owned_job`], reading the live view through `live` (the status route passes its cache).
+pub async fn load_owned_job_from(
+    live: &dyn LiveJobStore,
+    state: &AppState,
+    user: &UserId,
+    id: JobId,
+) -> Result<Job, ApiError> {
+    match live.get(id).await {
         Ok(Some(job)) if &job.user_id == user => return Ok(job),
         Ok(Some(_)) => return Err(ApiError::job_not_found()),
         Ok(None) => {}
@@ -29,7 +39,7 @@ pub async fn load_owned_job(state: &AppState, user: &UserId, id: JobId) -> Resul
         .get_job_for_user(id, user)
         .await?
         .ok_or_else(ApiError::job_not_found)?;
-    if let Err(error) = state.live.save(&job).await {
+    if let Err(error) = live.save(&job).await {
         tracing::warn!(job_id = %id, error = %error, "live job hash not rebuilt");
     }
     Ok(job)

@@ -7,7 +7,9 @@ use domain::ports::sandbox::MockSandboxRuntime;
 use domain::ports::{ProbeError, TransitionUpdate};
 use domain::{DebugId, JobStatus, SandboxState, TierTable};
 
-use crate::helpers::{error_detail, probe_answer, spawn_app, spawn_app_with, AppOptions, TestApp};
+use crate::helpers::{
+    error_detail, eventually, probe_answer, spawn_app, spawn_app_with, AppOptions, TestApp,
+};
 use crate::support::{advance, make_ready, pause};
 
 const ALICE: &str = "user_alice";
@@ -135,6 +137,59 @@ async fn status_shows_what_the_pipeline_wrote() {
     assert_eq!(body["status"], "failed");
     assert_eq!(body["error_message"], "npm install failed");
     assert_eq!(body["debug_id"], debug_id.to_string());
+}
+
+async fn status_body(app: &TestApp, id: domain::JobId) -> Value {
+    app.get(&format!("/api/generation/{id}/status"), ALICE)
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn status_answers_from_memory_and_follows_what_another_process_writes() {
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+    let app = spawn_app().await;
+    let id = app.start_job(ALICE).await;
+    let ready = make_ready(&app, id, "https://3000-sbx.example").await;
+    eventually(WAIT, "a status read answered from memory", || async {
+        assert_eq!(
+            status_body(&app, id).await["sandbox_paused"],
+            Value::Bool(false)
+        );
+        (app.state.status_reads.stats().hits > 0).then_some(())
+    })
+    .await;
+
+    // The worker is another process: its write reaches this one only through Redis.
+    let worker = infra_redis::RedisLiveStore::new(app.redis.clone(), &app.prefix);
+    let paused = app
+        .state
+        .repo
+        .set_sandbox_state(
+            id,
+            domain::ports::SandboxStateUpdate {
+                expected_version: ready.sandbox_state_version,
+                state: SandboxState::Paused,
+                preview_url: None,
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    domain::ports::LiveJobStore::save(&worker, &paused)
+        .await
+        .unwrap();
+    eventually(WAIT, "the pause in the status route", || async {
+        (status_body(&app, id).await["sandbox_paused"] == Value::Bool(true)).then_some(())
+    })
+    .await;
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains("slipway_status_cache_reads_total{result=\"hit\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -147,7 +147,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         probe: Arc::new(options.probe),
         request_timeout: options.request_timeout,
         sse_heartbeat: options.sse_heartbeat,
-    });
+    })
+    .expect("state");
     let shared = Arc::get_mut(&mut state).expect("the state is not shared yet");
     if let Some(wrap) = options.wrap_live {
         shared.live = wrap(shared.live.clone());
@@ -354,4 +355,23 @@ pub async fn error_detail(resp: reqwest::Response, status: u16) -> Value {
     let debug_id = body["debug_id"].as_str().expect("debug_id present");
     Uuid::parse_str(debug_id).expect("debug_id is a uuid");
     body["detail"].clone()
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -45,6 +45,10 @@ impl RedisLiveStore {
         }
     }
 
+    pub(super) fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
     /// Writes the hash, and publishes `event` in the same script when given. A record older than the stored
     /// one (by `sandbox_state_version`, then `updated_at`) is neither written nor published: a late writer
     /// must not roll the live view back, nor make subscribers see a status go backwards.

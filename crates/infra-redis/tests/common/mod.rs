@@ -6,6 +6,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use chrono::{TimeZone, Utc};
+use domain::{Job, JobId, JobStatus, ProjectId, SandboxState, Tier, UserId};
 use futures::TryStreamExt;
 use infra_redis::{connect, Client};
 
@@ -78,5 +80,47 @@ where
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A queued job with every required field set.
+pub fn job() -> Job {
+    let t = Utc.timestamp_opt(1_764_000_000, 123_456_000).unwrap();
+    Job {
+        id: JobId::new(),
+        project_id: ProjectId::new(),
+        user_id: UserId::try_from("user_live").unwrap(),
+        tier: Tier::CtoScale,
+        goal: "a habit tracker".into(),
+        status: JobStatus::Queued,
+        status_message: Some("Queued...".into()),
+        error_message: None,
+        debug_id: None,
+        attempts: 0,
+        sandbox_id: None,
+        preview_url: None,
+        workspace_path: None,
+        build_version: Some("build_v0_1".into()),
+        sandbox_state: SandboxState::None,
+        sandbox_state_version: 0,
+        paused_at: None,
+        resumed_at: None,
+        last_activity_at: None,
+        enqueued_at: Some(t),
+        started_at: None,
+        completed_at: None,
+        created_at: t,
+        updated_at: t,
+        duration_seconds: None,
+    }
+}
+
+/// The job one step later: a newer `updated_at` and the given status.
+pub fn advanced(j: &Job, status: JobStatus) -> Job {
+    Job {
+        status,
+        status_message: Some(status.label().into()),
+        updated_at: j.updated_at + chrono::Duration::milliseconds(1),
+        ..j.clone()
     }
 }

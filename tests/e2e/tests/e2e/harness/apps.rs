@@ -100,6 +100,7 @@ async fn local_api_state(
         request_timeout: config.request_timeout(),
         sse_heartbeat: api_server::SSE_HEARTBEAT,
     })
+    .expect("api state")
 }
 
 /// The job-worker's command line.
