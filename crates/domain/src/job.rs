@@ -9,12 +9,15 @@ use crate::{DebugId, JobGoal, JobId, JobStatus, ProjectId, SandboxId, SandboxSta
 pub struct BuildVersion(pub u32);
 
 impl BuildVersion {
+    /// What every label starts with; the number follows.
+    pub const PREFIX: &'static str = "build_v0_";
+
     pub fn label(self) -> String {
-        format!("build_v0_{}", self.0)
+        format!("{}{}", Self::PREFIX, self.0)
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        s.strip_prefix("build_v0_")?.parse().ok().map(BuildVersion)
+        s.strip_prefix(Self::PREFIX)?.parse().ok().map(BuildVersion)
     }
 }
 

@@ -1,40 +1,64 @@
 //! Status changes: the compare-and-set transition, build version assignment and the recovery requeue.
 
 use domain::ports::{RepoError, TransitionOutcome, TransitionUpdate};
-use domain::{BuildVersion, Job, JobId, JobStatus, ProjectId, SandboxState};
+use domain::{BuildVersion, Job, JobId, JobStatus, SandboxState};
 use sqlx::{PgExecutor, PgPool};
-use uuid::Uuid;
 
 use crate::error::map_err;
 use crate::jobs::current_status;
 use crate::rows::{job_columns, JobRow};
 
-/// The one compare-and-set UPDATE behind every transition. Optional fields are written when given and
-/// left alone otherwise; the timestamps, the attempt count and the sandbox state follow from the move (flags
-/// `$11`, `$12`, `$13`), computed from the domain's enums, which also supply every label bound here, so that
-/// no status is spelled twice.
+/// The one compare-and-set UPDATE behind every transition, with the expression that sets `build_version`.
+/// Optional fields are written when given and left alone otherwise; the timestamps, the attempt count and
+/// the sandbox state follow from the move (flags `$11`, `$12`, `$13`), computed from the domain's enums,
+/// which also supply every label bound here, so that no status is spelled twice.
+macro_rules! transition_update {
+    ($build_version:literal) => {
+        concat!(
+            "UPDATE jobs SET \
+                status = $3, \
+                status_message = COALESCE($4, status_message), \
+                error_message = COALESCE($5, error_message), \
+                debug_id = COALESCE($6, debug_id), \
+                sandbox_id = COALESCE($7, sandbox_id), \
+                preview_url = COALESCE($8, preview_url), \
+                workspace_path = COALESCE($9, workspace_path), \
+                build_version = ",
+            $build_version,
+            ", \
+                started_at = CASE WHEN $11 THEN COALESCE(started_at, now()) ELSE started_at END, \
+                attempts = attempts + CASE WHEN $11 THEN 1 ELSE 0 END, \
+                completed_at = CASE WHEN $12 THEN now() ELSE completed_at END, \
+                duration_seconds = CASE WHEN $12 \
+                    THEN GREATEST(0, EXTRACT(EPOCH FROM now() - COALESCE(started_at, enqueued_at, created_at)))::int \
+                    ELSE duration_seconds END, \
+                sandbox_state = CASE WHEN $13 THEN $14 ELSE sandbox_state END, \
+                sandbox_paused = CASE WHEN $13 THEN false ELSE sandbox_paused END, \
+                sandbox_state_version = sandbox_state_version + CASE WHEN $13 THEN 1 ELSE 0 END, \
+                updated_at = now() \
+             WHERE id = $1 AND status = $2 "
+        )
+    };
+}
+
 const TRANSITION_SQL: &str = concat!(
-    "UPDATE jobs SET \
-        status = $3, \
-        status_message = COALESCE($4, status_message), \
-        error_message = COALESCE($5, error_message), \
-        debug_id = COALESCE($6, debug_id), \
-        sandbox_id = COALESCE($7, sandbox_id), \
-        preview_url = COALESCE($8, preview_url), \
-        workspace_path = COALESCE($9, workspace_path), \
-        build_version = COALESCE($10, build_version), \
-        started_at = CASE WHEN $11 THEN COALESCE(started_at, now()) ELSE started_at END, \
-        attempts = attempts + CASE WHEN $11 THEN 1 ELSE 0 END, \
-        completed_at = CASE WHEN $12 THEN now() ELSE completed_at END, \
-        duration_seconds = CASE WHEN $12 \
-            THEN GREATEST(0, EXTRACT(EPOCH FROM now() - COALESCE(started_at, enqueued_at, created_at)))::int \
-            ELSE duration_seconds END, \
-        sandbox_state = CASE WHEN $13 THEN $14 ELSE sandbox_state END, \
-        sandbox_paused = CASE WHEN $13 THEN false ELSE sandbox_paused END, \
-        sandbox_state_version = sandbox_state_version + CASE WHEN $13 THEN 1 ELSE 0 END, \
-        updated_at = now() \
-     WHERE id = $1 AND status = $2 \
-     RETURNING ",
+    transition_update!("COALESCE($10, build_version)"),
+    "RETURNING ",
+    job_columns!()
+);
+
+/// READY with the project's next build version, in one statement. `locked` takes the job's row lock and,
+/// if another transaction changed the job first, re-reads it: it is empty when the job has left `from`.
+/// Only then does `version` increment the project's counter, under that row's lock: a concurrent READY of the
+/// same project waits, then increments the value the other one committed. The UPDATE applies only with a
+/// version, so a lost race neither moves the job nor spends a number (the counter is untouched). The unique
+/// index on (project_id, build_version) backs this up. `$15` is the label's prefix, from the domain.
+const READY_SQL: &str = concat!(
+    "WITH locked AS (SELECT project_id FROM jobs WHERE id = $1 AND status = $2 FOR UPDATE), \
+          version AS (UPDATE projects SET last_build_version = last_build_version + 1 \
+                      WHERE id = (SELECT project_id FROM locked) RETURNING last_build_version) ",
+    transition_update!("$15 || (SELECT last_build_version FROM version)"),
+    "AND EXISTS (SELECT 1 FROM version) RETURNING ",
     job_columns!()
 );
 
@@ -55,51 +79,12 @@ pub(crate) async fn transition(
     if !from.can_transition(to) {
         return Err(RepoError::IllegalTransition { from, to });
     }
-    if update.assign_build_version && to == JobStatus::Ready {
-        return transition_with_build_version(pool, id, from, to, &update).await;
-    }
-    let row = update_row(pool, id, from, to, &update, None).await?;
+    let assign_version = update.assign_build_version && to == JobStatus::Ready;
+    let row = update_row(pool, id, from, to, &update, assign_version).await?;
     match row {
         Some(row) => applied(row),
         None => Ok(TransitionOutcome::Conflict {
             current: current_status(pool, id).await?,
-        }),
-    }
-}
-
-/// READY with a fresh `build_v0_N`, in one transaction holding the project row's lock: a concurrent READY
-/// of the same project waits here, then sees this one's version (read committed takes a new snapshot per
-/// statement) and takes the next. The unique index on (project_id, build_version) backs this up.
-async fn transition_with_build_version(
-    pool: &PgPool,
-    id: JobId,
-    from: JobStatus,
-    to: JobStatus,
-    update: &TransitionUpdate,
-) -> Result<TransitionOutcome, RepoError> {
-    let mut tx = pool.begin().await.map_err(map_err)?;
-    // The job's project, locked, in one round trip.
-    let project: Option<Uuid> = sqlx::query_scalar(
-        "SELECT p.id FROM projects p JOIN jobs j ON j.project_id = p.id WHERE j.id = $1 FOR UPDATE OF p",
-    )
-    .bind(id.as_uuid())
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    let Some(project) = project else {
-        // Dropping the transaction rolls it back.
-        return Ok(TransitionOutcome::Conflict { current: None });
-    };
-    let version = next_build_version(&mut *tx, ProjectId::from_uuid(project)).await?;
-    tracing::Span::current().record("build_version", version.label());
-    let row = update_row(&mut *tx, id, from, to, update, Some(version)).await?;
-    match row {
-        Some(row) => {
-            tx.commit().await.map_err(map_err)?;
-            applied(row)
-        }
-        None => Ok(TransitionOutcome::Conflict {
-            current: current_status(&mut *tx, id).await?,
         }),
     }
 }
@@ -110,10 +95,15 @@ async fn update_row<'e, E: PgExecutor<'e>>(
     from: JobStatus,
     to: JobStatus,
     update: &TransitionUpdate,
-    build_version: Option<BuildVersion>,
+    assign_version: bool,
 ) -> Result<Option<JobRow>, RepoError> {
     let leaves_queue = from == JobStatus::Queued && to.is_building();
-    sqlx::query_as(TRANSITION_SQL)
+    let sql = if assign_version {
+        READY_SQL
+    } else {
+        TRANSITION_SQL
+    };
+    sqlx::query_as(sql)
         .bind(id.as_uuid())
         .bind(from.as_str())
         .bind(to.as_str())
@@ -123,11 +113,12 @@ async fn update_row<'e, E: PgExecutor<'e>>(
         .bind(update.sandbox_id.as_ref().map(|s| s.as_str()))
         .bind(update.preview_url.as_deref())
         .bind(update.workspace_path.as_deref())
-        .bind(build_version.map(BuildVersion::label))
+        .bind(None::<String>)
         .bind(leaves_queue)
         .bind(to.is_terminal())
         .bind(update.sandbox_state.is_some())
         .bind(update.sandbox_state.map(SandboxState::as_str))
+        .bind(BuildVersion::PREFIX)
         .fetch_optional(executor)
         .await
         .map_err(map_err)
@@ -135,38 +126,6 @@ async fn update_row<'e, E: PgExecutor<'e>>(
 
 fn applied(row: JobRow) -> Result<TransitionOutcome, RepoError> {
     Ok(TransitionOutcome::Applied(Box::new(Job::try_from(row)?)))
-}
-
-/// One past the highest `build_v0_N` among the project's READY jobs, compared as numbers (v0_10 follows
-/// v0_9). A stored version that does not parse is skipped with a warning rather than failing the build.
-pub(crate) async fn next_build_version<'e, E: PgExecutor<'e>>(
-    executor: E,
-    project: ProjectId,
-) -> Result<BuildVersion, RepoError> {
-    let stored: Vec<String> = sqlx::query_scalar(
-        "SELECT build_version FROM jobs \
-         WHERE project_id = $1 AND status = $2 AND build_version IS NOT NULL",
-    )
-    .bind(project.as_uuid())
-    .bind(JobStatus::Ready.as_str())
-    .fetch_all(executor)
-    .await
-    .map_err(map_err)?;
-    let highest = stored
-        .iter()
-        .filter_map(|s| {
-            let parsed = BuildVersion::parse(s);
-            if parsed.is_none() {
-                tracing::warn!(project_id = %project, build_version = %s, "unparseable build version skipped");
-            }
-            parsed
-        })
-        .max()
-        .map_or(0, |v| v.0);
-    highest
-        .checked_add(1)
-        .map(BuildVersion)
-        .ok_or_else(|| RepoError::Corrupt(format!("build version overflow in project {project}")))
 }
 
 /// Recovery, outside the transition table: a job whose worker vanished mid-build goes back to `queued`.

@@ -94,6 +94,27 @@ pub const CHANGES: &[Change] = &[
             ("status reads", "api-server peak RSS after the status reads", "38.6 MiB"),
         ],
     },
+    Change {
+        what: "a new profile of the throughput run (perf -a over the run only): Postgres half the busy time, \
+               and in it ExecConstraints 12% (3.7% of all samples), mostly stringToNode re-reading the long \
+               CHECK lists of status, tier and sandbox_state from their stored text on every INSERT and \
+               UPDATE. The lists are now domain types (migration 0003), whose check Postgres keeps parsed per \
+               session: ExecConstraints fell to 1.1% of all samples. READY read every READY version of the \
+               project inside a five-round-trip transaction (BEGIN, lock, read, update, COMMIT), linear in \
+               the project's builds, and submit read them all too for the predicted version: a per-project \
+               counter (migration 0004) makes READY one statement that locks the job, increments the counter \
+               under the project row's lock and applies only with a version, and the prediction a one-row \
+               read. Before: this commit's parent, 4,000-6,000-job runs of the quick mode",
+        figures: &[
+            ("job throughput", "CPU per job, whole machine", "5.89–6.37 ms"),
+            ("job throughput", "jobs/s", "304–331"),
+            (
+                "job throughput",
+                "Postgres table scans per job (statements, lower bound)",
+                "14.9",
+            ),
+        ],
+    },
 ];
 
 /// One note per change: "what: figure before → after, …", the after read from this run's table.

@@ -1,5 +1,6 @@
 //! Connecting and migrating.
 
+use domain::{JobStatus, SandboxState, Tier};
 use infra_pg::{connect, connect_with, PgError, PgJobRepository, PoolConfig, MIGRATOR};
 use sqlx::PgPool;
 
@@ -42,4 +43,84 @@ async fn migrations_apply_revert_and_apply_again(pool: PgPool) {
     infra_pg::migrate(&pool).await.unwrap();
     // Running again is a no-op.
     infra_pg::migrate(&pool).await.unwrap();
+}
+
+/// The labels a domain type's CHECK allows, read back from the catalog.
+async fn domain_labels(pool: &PgPool, domain: &str) -> std::collections::BTreeSet<String> {
+    let definition: String = sqlx::query_scalar(
+        "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c WHERE c.contypid = $1::regtype",
+    )
+    .bind(domain)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    // "CHECK ((VALUE = ANY (ARRAY['queued'::text, 'starting'::text, ...])))": the quoted parts.
+    definition
+        .split('\'')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[sqlx::test(migrator = "infra_pg::MIGRATOR")]
+async fn the_schema_allows_exactly_the_labels_the_domain_defines(pool: PgPool) {
+    let set = |labels: Vec<&str>| labels.into_iter().map(str::to_owned).collect();
+    assert_eq!(
+        domain_labels(&pool, "job_status").await,
+        set(JobStatus::ALL.iter().map(|s| s.as_str()).collect())
+    );
+    assert_eq!(
+        domain_labels(&pool, "job_tier").await,
+        set(Tier::ALL.iter().map(|t| t.as_str()).collect())
+    );
+    assert_eq!(
+        domain_labels(&pool, "job_sandbox_state").await,
+        set(SandboxState::ALL.iter().map(|s| s.as_str()).collect())
+    );
+    let refused = sqlx::query("SELECT $1::job_status")
+        .bind("building")
+        .execute(&pool)
+        .await;
+    assert!(refused.is_err(), "an unknown status was accepted");
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_build_counter_starts_from_the_projects_highest_ready_version(pool: PgPool) {
+    infra_pg::migrate(&pool).await.unwrap();
+    // Back to the schema before the counter, with builds already made.
+    MIGRATOR.undo(&pool, 3).await.unwrap();
+    let project = uuid::Uuid::new_v4();
+    sqlx::query("INSERT INTO projects (id, user_id, name) VALUES ($1, 'alice', 'p')")
+        .bind(project)
+        .execute(&pool)
+        .await
+        .unwrap();
+    for (status, version) in [
+        ("ready", Some("build_v0_9")),
+        ("ready", Some("build_v0_10")),
+        ("failed", None),
+        ("queued", None),
+    ] {
+        sqlx::query(
+            "INSERT INTO jobs (id, project_id, user_id, tier, goal, status, build_version) \
+             VALUES ($1, $2, 'alice', 'partner', 'g', $3, $4)",
+        )
+        .bind(uuid::Uuid::new_v4())
+        .bind(project)
+        .bind(status)
+        .bind(version)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    infra_pg::migrate(&pool).await.unwrap();
+    let repo = PgJobRepository::new(pool);
+    let predicted = domain::ports::JobRepository::predicted_build_version(
+        &repo,
+        domain::ProjectId::from_uuid(project),
+    )
+    .await
+    .unwrap();
+    assert_eq!(predicted, "build_v0_11");
 }

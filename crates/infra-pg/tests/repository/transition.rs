@@ -320,14 +320,13 @@ async fn ready_assigns_build_versions_in_order(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "infra_pg::MIGRATOR")]
-async fn build_versions_compare_numerically(pool: PgPool) {
+async fn build_versions_count_on_past_nine(pool: PgPool) {
     let repo = repo(pool.clone());
     let alice = user("alice");
     let p = project(&repo, &alice).await;
-    let ninth = ready_job(&repo, p.id, &alice).await;
-    // As if eight builds had come before it: "build_v0_9" sorts after "build_v0_10" as text.
-    sqlx::query("UPDATE jobs SET build_version = 'build_v0_9' WHERE id = $1")
-        .bind(ninth.id.as_uuid())
+    // As if nine builds had come before ("build_v0_9" sorts after "build_v0_10" as text).
+    sqlx::query("UPDATE projects SET last_build_version = 9 WHERE id = $1")
+        .bind(p.id.as_uuid())
         .execute(&pool)
         .await
         .unwrap();
@@ -369,6 +368,49 @@ async fn concurrent_readies_of_one_project_get_distinct_versions(pool: PgPool) {
         .collect();
     versions.sort();
     assert_eq!(versions, ["build_v0_1", "build_v0_2", "build_v0_3"]);
+}
+
+#[sqlx::test(migrator = "infra_pg::MIGRATOR")]
+async fn a_ready_that_lost_the_race_spends_no_version(pool: PgPool) {
+    let repo = repo(pool);
+    let alice = user("alice");
+    let p = project(&repo, &alice).await;
+    let job = job_at(&repo, p.id, &alice, JobStatus::Checks).await;
+    // A cancel got there first.
+    applied(
+        repo.transition(
+            job.id,
+            JobStatus::Checks,
+            JobStatus::Failed,
+            TransitionUpdate::default(),
+        )
+        .await
+        .unwrap(),
+    );
+    let late = repo
+        .transition(
+            job.id,
+            JobStatus::Checks,
+            JobStatus::Ready,
+            TransitionUpdate {
+                assign_build_version: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        late,
+        TransitionOutcome::Conflict {
+            current: Some(JobStatus::Failed)
+        }
+    );
+    assert_eq!(
+        repo.predicted_build_version(p.id).await.unwrap(),
+        "build_v0_1"
+    );
+    let next = ready_job(&repo, p.id, &alice).await;
+    assert_eq!(next.build_version.as_deref(), Some("build_v0_1"));
 }
 
 #[sqlx::test(migrator = "infra_pg::MIGRATOR")]
