@@ -89,6 +89,16 @@ pub struct Project {
     pub user_id: UserId,
     pub name: String,
     pub created_at: DateTime<Utc>,
+    /// The N of the project's latest `build_v0_N`; 0 before its first READY build.
+    pub last_build_version: u32,
+}
+
+impl Project {
+    /// The version the project's next READY build would get now: a prediction for the start response, as a
+    /// concurrent READY can take it first (the real one is assigned at READY, under the project's lock).
+    pub fn next_build_version(&self) -> BuildVersion {
+        BuildVersion(self.last_build_version.saturating_add(1))
+    }
 }
 
 /// A project as the dashboard lists it: with its latest READY job.

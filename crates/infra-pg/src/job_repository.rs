@@ -135,11 +135,6 @@ impl JobRepository for PgJobRepository {
         sandbox::find_by_sandbox(&self.pool, sandbox).await
     }
 
-    #[tracing::instrument(skip_all, fields(project_id = %project), err)]
-    async fn predicted_build_version(&self, project: ProjectId) -> Result<String, RepoError> {
-        project_queries::predicted_build_version(&self.pool, project).await
-    }
-
     #[tracing::instrument(skip_all, fields(project_id = %project.id, user_id = %project.user_id), err)]
     async fn create_project(&self, project: &NewProject) -> Result<Project, RepoError> {
         project_queries::create(&self.pool, project).await

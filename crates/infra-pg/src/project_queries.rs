@@ -1,9 +1,7 @@
-//! Projects: creating, reading, the dashboard listing and the predicted next build version.
+//! Projects: creating, reading and the dashboard listing.
 
 use domain::ports::RepoError;
-use domain::{
-    BuildVersion, JobId, JobStatus, NewProject, Project, ProjectId, ProjectSummary, UserId,
-};
+use domain::{JobId, JobStatus, NewProject, Project, ProjectId, ProjectSummary, UserId};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -13,7 +11,7 @@ use crate::rows::ProjectRow;
 pub(crate) async fn create(pool: &PgPool, project: &NewProject) -> Result<Project, RepoError> {
     let row: ProjectRow = sqlx::query_as(
         "INSERT INTO projects (id, user_id, name) VALUES ($1, $2, $3) \
-         RETURNING id, user_id, name, created_at",
+         RETURNING id, user_id, name, created_at, last_build_version",
     )
     .bind(project.id.as_uuid())
     .bind(project.user_id.as_str())
@@ -30,7 +28,8 @@ pub(crate) async fn get_for_user(
     user: &UserId,
 ) -> Result<Option<Project>, RepoError> {
     let row: Option<ProjectRow> = sqlx::query_as(
-        "SELECT id, user_id, name, created_at FROM projects WHERE id = $1 AND user_id = $2",
+        "SELECT id, user_id, name, created_at, last_build_version \
+         FROM projects WHERE id = $1 AND user_id = $2",
     )
     .bind(id.as_uuid())
     .bind(user.as_str())
@@ -53,7 +52,7 @@ struct SummaryRow {
 /// that a job filed against someone else's project can never surface on their dashboard.
 pub(crate) async fn list(pool: &PgPool, user: &UserId) -> Result<Vec<ProjectSummary>, RepoError> {
     let found: Vec<SummaryRow> = sqlx::query_as(
-        "SELECT p.id, p.user_id, p.name, p.created_at, \
+        "SELECT p.id, p.user_id, p.name, p.created_at, p.last_build_version, \
                 latest.id AS latest_job_id, latest.sandbox_paused AS latest_sandbox_paused \
          FROM projects p \
          LEFT JOIN LATERAL ( \
@@ -80,25 +79,4 @@ pub(crate) async fn list(pool: &PgPool, user: &UserId) -> Result<Vec<ProjectSumm
             })
         })
         .collect()
-}
-
-/// The version the next READY job of the project would get now (a prediction: a concurrent READY can take
-/// it first; the real one is assigned under the project lock at READY).
-pub(crate) async fn predicted_build_version(
-    pool: &PgPool,
-    project: ProjectId,
-) -> Result<String, RepoError> {
-    let last: Option<i32> =
-        sqlx::query_scalar("SELECT last_build_version FROM projects WHERE id = $1")
-            .bind(project.as_uuid())
-            .fetch_optional(pool)
-            .await
-            .map_err(map_err)?;
-    let next = u32::try_from(last.unwrap_or(0))
-        .ok()
-        .and_then(|n| n.checked_add(1))
-        .ok_or_else(|| {
-            RepoError::Corrupt(format!("build counter of project {project} is {last:?}"))
-        })?;
-    Ok(BuildVersion(next).label())
 }

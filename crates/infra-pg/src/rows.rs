@@ -117,6 +117,7 @@ pub(crate) struct ProjectRow {
     pub(crate) user_id: String,
     pub(crate) name: String,
     pub(crate) created_at: DateTime<Utc>,
+    pub(crate) last_build_version: i32,
 }
 
 impl TryFrom<ProjectRow> for Project {
@@ -128,6 +129,8 @@ impl TryFrom<ProjectRow> for Project {
             user_id: UserId::try_from(r.user_id).map_err(|e| corrupt("user_id", e))?,
             name: r.name,
             created_at: r.created_at,
+            last_build_version: u32::try_from(r.last_build_version)
+                .map_err(|e| corrupt("last_build_version", e))?,
         })
     }
 }

@@ -126,9 +126,6 @@ pub trait JobRepository: Send + Sync {
     /// The job that owns this sandbox, if any.
     async fn find_job_by_sandbox(&self, sandbox: &SandboxId) -> Result<Option<Job>, RepoError>;
 
-    /// The build version the next READY job of this project will get (a prediction for the start response).
-    async fn predicted_build_version(&self, project: ProjectId) -> Result<String, RepoError>;
-
     async fn create_project(&self, project: &NewProject) -> Result<Project, RepoError>;
 
     /// The project only if `user` owns it.

@@ -78,7 +78,8 @@ pub async fn submit_job(
     project_id: ProjectId,
     goal: JobGoal,
 ) -> Result<Submitted, SubmitError> {
-    deps.repo
+    let project = deps
+        .repo
         .get_project_for_user(project_id, user)
         .await
         .map_err(SubmitError::Repo)?
@@ -100,11 +101,7 @@ pub async fn submit_job(
         .map_err(SubmitError::Usage)?;
     let scheduled = usage.used > usage.limit;
 
-    let build_version = deps
-        .repo
-        .predicted_build_version(project_id)
-        .await
-        .map_err(SubmitError::Repo)?;
+    let build_version = project.next_build_version().label();
 
     let id = JobId::new();
     Span::current().record("job_id", field::display(id));

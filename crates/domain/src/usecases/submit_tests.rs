@@ -94,11 +94,9 @@ impl Mocks {
                     user_id: u.clone(),
                     name: "p".into(),
                     created_at: Utc::now(),
+                    last_build_version: 0,
                 }))
             });
-        self.repo
-            .expect_predicted_build_version()
-            .returning(|_| Ok("build_v0_1".into()));
     }
 
     fn inserts(&mut self) {

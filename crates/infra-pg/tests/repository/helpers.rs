@@ -24,6 +24,16 @@ pub async fn project(repo: &PgJobRepository, owner: &UserId) -> Project {
     .unwrap()
 }
 
+/// The build version the project's next READY job would get, as submit predicts it.
+pub async fn predicted(repo: &PgJobRepository, project: &Project) -> String {
+    repo.get_project_for_user(project.id, &project.user_id)
+        .await
+        .unwrap()
+        .expect("the project exists")
+        .next_build_version()
+        .label()
+}
+
 pub fn new_job(project: ProjectId, owner: &UserId, status: JobStatus) -> NewJob {
     NewJob {
         id: JobId::new(),

@@ -1,7 +1,7 @@
 //! Projects and the dashboard listing.
 
 use domain::ports::{JobRepository, RepoError, SandboxStateUpdate};
-use domain::{JobId, NewProject, ProjectId, SandboxState};
+use domain::{JobId, NewProject, Project, ProjectId, SandboxState};
 use sqlx::PgPool;
 
 use crate::helpers::{project, ready_job, repo, user};
@@ -86,7 +86,14 @@ async fn list_projects_shows_the_latest_ready_job_and_its_pause(pool: PgPool) {
     let ids: Vec<ProjectId> = listed.iter().map(|s| s.project.id).collect();
     assert_eq!(ids, vec![built.id, empty.id], "alice's own, newest first");
 
-    assert_eq!(listed[0].project, built);
+    // Two READY builds of Alice's own (the intruder's row, written directly, took no version).
+    assert_eq!(
+        listed[0].project,
+        Project {
+            last_build_version: 2,
+            ..built.clone()
+        }
+    );
     assert_eq!(listed[0].latest_job_id, Some(latest.id));
     assert!(listed[0].sandbox_paused);
     assert_eq!(listed[1].latest_job_id, None);

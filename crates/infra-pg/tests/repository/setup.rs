@@ -116,11 +116,14 @@ async fn the_build_counter_starts_from_the_projects_highest_ready_version(pool: 
     }
     infra_pg::migrate(&pool).await.unwrap();
     let repo = PgJobRepository::new(pool);
-    let predicted = domain::ports::JobRepository::predicted_build_version(
+    let stored = domain::ports::JobRepository::get_project_for_user(
         &repo,
         domain::ProjectId::from_uuid(project),
+        &domain::UserId::try_from("alice").unwrap(),
     )
     .await
-    .unwrap();
-    assert_eq!(predicted, "build_v0_11");
+    .unwrap()
+    .expect("the project");
+    assert_eq!(stored.last_build_version, 10);
+    assert_eq!(stored.next_build_version().label(), "build_v0_11");
 }

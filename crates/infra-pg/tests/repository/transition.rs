@@ -6,7 +6,7 @@ use domain::ports::{
 use domain::{DebugId, JobId, JobStatus, SandboxId, SandboxState};
 use sqlx::PgPool;
 
-use crate::helpers::{applied, job_at, project, ready_job, repo, user};
+use crate::helpers::{applied, job_at, predicted, project, ready_job, repo, user};
 
 #[sqlx::test(migrator = "infra_pg::MIGRATOR")]
 async fn applied_transition_writes_given_fields_and_keeps_the_rest(pool: PgPool) {
@@ -286,18 +286,12 @@ async fn ready_assigns_build_versions_in_order(pool: PgPool) {
     let p = project(&repo, &alice).await;
     let other = project(&repo, &alice).await;
 
-    assert_eq!(
-        repo.predicted_build_version(p.id).await.unwrap(),
-        "build_v0_1"
-    );
+    assert_eq!(predicted(&repo, &p).await, "build_v0_1");
     let first = ready_job(&repo, p.id, &alice).await;
     assert_eq!(first.build_version.as_deref(), Some("build_v0_1"));
     assert_eq!(first.status, JobStatus::Ready);
     assert!(first.completed_at.is_some() && first.duration_seconds.is_some());
-    assert_eq!(
-        repo.predicted_build_version(p.id).await.unwrap(),
-        "build_v0_2"
-    );
+    assert_eq!(predicted(&repo, &p).await, "build_v0_2");
 
     // A failed build consumes no version.
     let failing = job_at(&repo, p.id, &alice, JobStatus::Checks).await;
@@ -335,10 +329,7 @@ async fn build_versions_count_on_past_nine(pool: PgPool) {
     assert_eq!(tenth.build_version.as_deref(), Some("build_v0_10"));
     let eleventh = ready_job(&repo, p.id, &alice).await;
     assert_eq!(eleventh.build_version.as_deref(), Some("build_v0_11"));
-    assert_eq!(
-        repo.predicted_build_version(p.id).await.unwrap(),
-        "build_v0_12"
-    );
+    assert_eq!(predicted(&repo, &p).await, "build_v0_12");
 }
 
 #[sqlx::test(migrator = "infra_pg::MIGRATOR")]
@@ -405,10 +396,7 @@ async fn a_ready_that_lost_the_race_spends_no_version(pool: PgPool) {
             current: Some(JobStatus::Failed)
         }
     );
-    assert_eq!(
-        repo.predicted_build_version(p.id).await.unwrap(),
-        "build_v0_1"
-    );
+    assert_eq!(predicted(&repo, &p).await, "build_v0_1");
     let next = ready_job(&repo, p.id, &alice).await;
     assert_eq!(next.build_version.as_deref(), Some("build_v0_1"));
 }
