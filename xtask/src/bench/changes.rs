@@ -104,17 +104,17 @@ pub const CHANGES: &[Change] = &[
                the project's builds, and submit read them all too for the predicted version: a per-project \
                counter (migration 0004) makes READY one statement that locks the job, increments the counter \
                under the project row's lock and applies only with a version, and submit takes its prediction \
-               from the project row it already reads (one statement less per job). Before: runs of f61067c \
-               with 4,000-6,000 jobs",
+               from the project row it already reads (one statement less per job). Before: the two full runs \
+               of aa66304 (nothing on the job path changed between it and this)",
         figures: &[
-            ("job throughput", "CPU per job, whole machine", "5.89–6.37 ms"),
-            ("job throughput", "jobs/s", "304–331"),
+            ("job throughput", "CPU per job, whole machine", "5.55–6.63 ms"),
+            ("job throughput", "jobs/s", "291–341"),
             (
                 "job throughput",
                 "Postgres table scans per job (statements, lower bound)",
-                "14.9",
+                "16.6",
             ),
-            ("job throughput", "Postgres commits per job", "10.9–11.0"),
+            ("job throughput", "Postgres commits per job", "11.0"),
         ],
     },
     Change {
