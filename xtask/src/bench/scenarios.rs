@@ -21,7 +21,9 @@ use super::instant_runtime::{InstantGenerator, InstantProbe, InstantRuntime};
 use super::report::Table;
 use super::seed::{self, Stores};
 use super::stack::{ApiServer, DATABASE, SECRET};
-use super::stats::{machine_busy_seconds, redis_counters, settled_pg_counters, OWN_COMMITS};
+use super::stats::{
+    machine_busy_seconds, redis_counters, settled_pg_counters, StackCpu, OWN_COMMITS,
+};
 use super::{changes, events, report, status_reads, throughput, Sizes};
 
 /// The user every bench token speaks for.
@@ -188,6 +190,7 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
     let stop = CancellationToken::new();
     let worker_task = tokio::spawn(job_worker::run(worker, settings, stop.clone()));
     let busy_before = machine_busy_seconds();
+    let stack_before = StackCpu::now(api.pid());
     let started = Instant::now();
     let submitted =
         throughput::submit(&api.base, &token, &job_projects, sizes.throughput_jobs).await;
@@ -209,6 +212,9 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
     let busy = busy_before
         .zip(machine_busy_seconds())
         .map(|(before, after)| after - before);
+    let stack_cpu = stack_before
+        .zip(StackCpu::now(api.pid()))
+        .map(|(before, after)| after.minus(before));
     if let Ok(done) = &done {
         eprintln!(
             "bench: throughput: {} jobs READY and paused in {:.2} s",
@@ -267,6 +273,20 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
         "CPU per job, whole machine",
         busy.map_or("not measured".into(), |b| {
             format!("{:.2} ms", b * 1e3 / jobs)
+        }),
+    );
+    table.info(
+        s,
+        "CPU per job by process: Postgres, bench and worker, api-server, Redis",
+        stack_cpu.map_or("not measured".into(), |c| {
+            let ms = |seconds: f64| format!("{:.2}", seconds * 1e3 / jobs);
+            format!(
+                "{} / {} / {} / {} ms",
+                ms(c.postgres),
+                ms(c.bench_and_worker),
+                ms(c.api_server),
+                ms(c.redis)
+            )
         }),
     );
     table.info(
@@ -385,7 +405,10 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
          pg_stat_database.xact_commit of {DATABASE} minus the bench's own {own} queries; \
          pg_stat_statements is not loaded, so statements are bounded below by table scans. Redis \
          commands from INFO total_commands_processed (server-wide: other clients of the same Redis \
-         are included). CPU per job: the machine's busy time (/proc/stat) over the run ÷ jobs, every \
+         are included). CPU per job by process: utime + stime of every postgres and redis-server process, \
+         api-server, and this process (the worker, the submitting client, the polling), over the run ÷ jobs; \
+         what the whole-machine figure holds beyond their sum is the host's other work. \
+         CPU per job: the machine's busy time (/proc/stat) over the run ÷ jobs, every \
          process included. On a loopback host the bench connects to Postgres without TLS, pgbench \
          too (sslmode=disable unless the URL names a mode).",
         done.total_s, done.submit_s, sizes.worker_concurrency
@@ -411,7 +434,7 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
         "status_reads": {"load": load, "hgetall": hgetall, "ratio": read_ratio, "api_peak_rss_mib_after_reads": rss_reads, "api_peak_rss_mib_whole_run": rss, "api_cpu_s_per_read": api_cpu_per_read, "status_cache_hit_share": cache_hit_share},
         "throughput": {
             "run": done, "postgres": pg, "own_commits": own, "commits_per_job": commits_per_job,
-            "machine_busy_s": busy,
+            "machine_busy_s": busy, "stack_cpu_s": stack_cpu,
             "redis_commands": redis, "pgbench": pgbench, "limit_jobs_per_s": limit, "ratio": throughput_ratio,
         },
         "pause": {"latency": pause, "one_at_a_time": solo, "one_at_a_time_jobs": solo_count, "runtime_pauses": pauses, "runtime_pause_mean_ns": runtime_pause.as_nanos() as u64},

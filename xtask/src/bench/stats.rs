@@ -204,9 +204,85 @@ pub fn machine_busy_seconds() -> Option<f64> {
     Some(busy / 100.0)
 }
 
+/// CPU seconds used so far by the processes of the stack, each summed over its threads (and, for Postgres,
+/// over every backend and helper process): what the whole-machine figure holds besides the host's other work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct StackCpu {
+    pub postgres: f64,
+    pub redis: f64,
+    pub api_server: f64,
+    /// This process: the in-process worker, the submitting client and the bench's own polling.
+    pub bench_and_worker: f64,
+}
+
+impl StackCpu {
+    /// Reads `/proc/<pid>/stat` of every process: Postgres and Redis by command name, api-server by pid.
+    pub fn now(api_pid: Option<u32>) -> Option<Self> {
+        let mut cpu = Self::default();
+        for entry in std::fs::read_dir("/proc").ok()?.filter_map(Result::ok) {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Some((comm, seconds)) = std::fs::read_to_string(entry.path().join("stat"))
+                .ok()
+                .and_then(|stat| parse_proc_stat(&stat))
+            else {
+                continue;
+            };
+            if Some(pid) == api_pid {
+                cpu.api_server += seconds;
+            } else if pid == std::process::id() {
+                cpu.bench_and_worker += seconds;
+            } else if comm == "postgres" {
+                cpu.postgres += seconds;
+            } else if comm == "redis-server" {
+                cpu.redis += seconds;
+            }
+        }
+        Some(cpu)
+    }
+
+    pub fn minus(self, before: Self) -> Self {
+        Self {
+            postgres: self.postgres - before.postgres,
+            redis: self.redis - before.redis,
+            api_server: self.api_server - before.api_server,
+            bench_and_worker: self.bench_and_worker - before.bench_and_worker,
+        }
+    }
+}
+
+/// `(command name, utime + stime in seconds)` from a `/proc/<pid>/stat` line. The name is in parentheses
+/// and may itself hold spaces and parentheses, so the fields are counted from the last `)`.
+fn parse_proc_stat(stat: &str) -> Option<(String, f64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_owned();
+    let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    // After the name: state is field 3 of the line, utime field 14 and stime field 15, in USER_HZ (100).
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((comm, (utime + stime) / 100.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_stat_lines_give_the_name_and_cpu_seconds() {
+        let line =
+            "4242 (tokio (rt) w) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 8 0 1 2 3";
+        assert_eq!(
+            parse_proc_stat(line),
+            Some(("tokio (rt) w".to_owned(), 3.25))
+        );
+        assert_eq!(parse_proc_stat("4242 (short) S 1"), None);
+    }
 
     #[test]
     fn percentiles_use_the_nearest_rank() {
