@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::SandboxState;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PausePolicy {
     /// Pause as soon as the build is READY (the default).
@@ -11,6 +13,17 @@ pub enum PausePolicy {
     Idle(Duration),
     /// Never pause (the provider timeout still applies).
     Never,
+}
+
+impl PausePolicy {
+    /// The sandbox state the READY write records: `pausing` when the pause follows at once (one write less
+    /// between READY and paused), `running` otherwise.
+    pub fn sandbox_state_at_ready(self) -> SandboxState {
+        match self {
+            PausePolicy::Immediate => SandboxState::Pausing,
+            PausePolicy::Idle(_) | PausePolicy::Never => SandboxState::Running,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -2,7 +2,7 @@
 
 use domain::ports::{RepoError, TransitionOutcome, TransitionUpdate};
 use domain::{BuildVersion, Job, JobId, JobStatus, SandboxState};
-use sqlx::{PgExecutor, PgPool};
+use sqlx::PgPool;
 
 use crate::error::map_err;
 use crate::jobs::current_status;
@@ -10,7 +10,7 @@ use crate::rows::{job_columns, JobRow};
 
 /// The one compare-and-set UPDATE behind every transition, with the expression that sets `build_version`.
 /// Optional fields are written when given and left alone otherwise; the timestamps, the attempt count and
-/// the sandbox state follow from the move (flags `$11`, `$12`, `$13`), computed from the domain's enums,
+/// the sandbox state follow from the move (flags `$10`, `$11`, `$12`), computed from the domain's enums,
 /// which also supply every label bound here, so that no status is spelled twice.
 macro_rules! transition_update {
     ($build_version:literal) => {
@@ -26,15 +26,15 @@ macro_rules! transition_update {
                 build_version = ",
             $build_version,
             ", \
-                started_at = CASE WHEN $11 THEN COALESCE(started_at, now()) ELSE started_at END, \
-                attempts = attempts + CASE WHEN $11 THEN 1 ELSE 0 END, \
-                completed_at = CASE WHEN $12 THEN now() ELSE completed_at END, \
-                duration_seconds = CASE WHEN $12 \
+                started_at = CASE WHEN $10 THEN COALESCE(started_at, now()) ELSE started_at END, \
+                attempts = attempts + CASE WHEN $10 THEN 1 ELSE 0 END, \
+                completed_at = CASE WHEN $11 THEN now() ELSE completed_at END, \
+                duration_seconds = CASE WHEN $11 \
                     THEN GREATEST(0, EXTRACT(EPOCH FROM now() - COALESCE(started_at, enqueued_at, created_at)))::int \
                     ELSE duration_seconds END, \
-                sandbox_state = CASE WHEN $13 THEN $14 ELSE sandbox_state END, \
-                sandbox_paused = CASE WHEN $13 THEN false ELSE sandbox_paused END, \
-                sandbox_state_version = sandbox_state_version + CASE WHEN $13 THEN 1 ELSE 0 END, \
+                sandbox_state = CASE WHEN $12 THEN $13 ELSE sandbox_state END, \
+                sandbox_paused = CASE WHEN $12 THEN false ELSE sandbox_paused END, \
+                sandbox_state_version = sandbox_state_version + CASE WHEN $12 THEN 1 ELSE 0 END, \
                 updated_at = now() \
              WHERE id = $1 AND status = $2 "
         )
@@ -42,7 +42,7 @@ macro_rules! transition_update {
 }
 
 const TRANSITION_SQL: &str = concat!(
-    transition_update!("COALESCE($10, build_version)"),
+    transition_update!("build_version"),
     "RETURNING ",
     job_columns!()
 );
@@ -52,12 +52,12 @@ const TRANSITION_SQL: &str = concat!(
 /// Only then does `version` increment the project's counter, under that row's lock: a concurrent READY of the
 /// same project waits, then increments the value the other one committed. The UPDATE applies only with a
 /// version, so a lost race neither moves the job nor spends a number (the counter is untouched). The unique
-/// index on (project_id, build_version) backs this up. `$15` is the label's prefix, from the domain.
+/// index on (project_id, build_version) backs this up. `$14` is the label's prefix, from the domain.
 const READY_SQL: &str = concat!(
     "WITH locked AS (SELECT project_id FROM jobs WHERE id = $1 AND status = $2 FOR UPDATE), \
           version AS (UPDATE projects SET last_build_version = last_build_version + 1 \
                       WHERE id = (SELECT project_id FROM locked) RETURNING last_build_version) ",
-    transition_update!("$15 || (SELECT last_build_version FROM version)"),
+    transition_update!("$14 || (SELECT last_build_version FROM version)"),
     "AND EXISTS (SELECT 1 FROM version) RETURNING ",
     job_columns!()
 );
@@ -89,8 +89,8 @@ pub(crate) async fn transition(
     }
 }
 
-async fn update_row<'e, E: PgExecutor<'e>>(
-    executor: E,
+async fn update_row(
+    pool: &PgPool,
     id: JobId,
     from: JobStatus,
     to: JobStatus,
@@ -113,13 +113,13 @@ async fn update_row<'e, E: PgExecutor<'e>>(
         .bind(update.sandbox_id.as_ref().map(|s| s.as_str()))
         .bind(update.preview_url.as_deref())
         .bind(update.workspace_path.as_deref())
-        .bind(None::<String>)
         .bind(leaves_queue)
         .bind(to.is_terminal())
         .bind(update.sandbox_state.is_some())
         .bind(update.sandbox_state.map(SandboxState::as_str))
+        // Read by READY_SQL only; one bind list serves both statements.
         .bind(BuildVersion::PREFIX)
-        .fetch_optional(executor)
+        .fetch_optional(pool)
         .await
         .map_err(map_err)
 }

@@ -36,6 +36,18 @@ pub enum ConnectError {
     Connect(#[source] fred::error::Error),
 }
 
+/// A builder with `client`'s settings (server, connection, performance, reconnect policy), for the extra
+/// connections a subscriber or a tracking cache needs.
+pub(crate) fn builder_like(client: &Client) -> Builder {
+    let mut builder = Builder::from_config(client.client_config());
+    builder.set_connection_config(client.connection_config().clone());
+    builder.set_performance_config(client.perf_config());
+    if let Some(policy) = client.client_reconnect_policy() {
+        builder.set_policy(policy);
+    }
+    builder
+}
+
 /// Every command gets at most this long: a stuck Redis surfaces as `Unavailable` instead of a hung request.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 

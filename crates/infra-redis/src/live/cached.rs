@@ -13,7 +13,6 @@
 //! from Redis, writes that still drop this process's cached copy at once (a cancel answered, then a status
 //! read, must show the cancel).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,14 +20,14 @@ use async_trait::async_trait;
 use domain::ports::{EventStream, LiveJobStore, StoreError};
 use domain::{Job, JobEvent, JobId};
 use fred::interfaces::{ClientInterface, TrackingInterface};
-use fred::prelude::{Builder, Client, ClientLike, EventInterface, HashesInterface};
+use fred::prelude::{Client, ClientLike, EventInterface};
 use fred::types::RespVersion;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
-use super::record::from_fields;
-use super::store::RedisLiveStore;
+use super::store::{read_job, RedisLiveStore};
 use super::tracked_entries::{CacheStats, Lookup, TrackedEntries};
+use crate::config::builder_like;
 use crate::error::store_err;
 
 /// Jobs held at most: about a kilobyte each.
@@ -83,15 +82,10 @@ impl CachedLiveStore {
     /// Wraps `store`, opening one more connection with the settings of `client` (in the background: until
     /// it is up and tracking, reads go straight to Redis). Must be called inside a tokio runtime.
     pub fn new(store: RedisLiveStore, client: &Client) -> Result<Self, StoreError> {
-        let mut config = client.client_config();
-        config.version = RespVersion::RESP3;
-        let mut builder = Builder::from_config(config);
-        builder.set_connection_config(client.connection_config().clone());
-        builder.set_performance_config(client.perf_config());
-        if let Some(policy) = client.client_reconnect_policy() {
-            builder.set_policy(policy);
-        }
-        let reader = builder.build().map_err(store_err)?;
+        let reader = builder_like(client)
+            .with_config(|config| config.version = RespVersion::RESP3)
+            .build()
+            .map_err(store_err)?;
         let entries = Arc::new(TrackedEntries::new(CAPACITY, MAX_AGE));
         let task = tokio::spawn(track(reader.clone(), entries.clone()));
         Ok(Self {
@@ -124,14 +118,6 @@ impl CachedLiveStore {
     /// Whether reads are being cached now (Redis confirmed tracking and no connection error came since).
     pub fn is_tracking(&self) -> bool {
         self.entries.is_tracking()
-    }
-
-    async fn read(&self, key: &str, id: JobId) -> Result<Option<Job>, StoreError> {
-        let fields: HashMap<String, String> = self.reader.hgetall(key).await.map_err(store_err)?;
-        if fields.is_empty() {
-            return Ok(None);
-        }
-        from_fields(id, fields).map(Some)
     }
 }
 
@@ -213,7 +199,7 @@ impl LiveJobStore for CachedLiveStore {
             Lookup::Hit(job) => Ok(Some(*job)),
             Lookup::Untracked => self.store.get(id).await,
             Lookup::Miss(ticket) => {
-                let read = self.read(&key, id).await;
+                let read = read_job(&self.reader, &key, id).await;
                 let kept = read.as_ref().ok().cloned().flatten();
                 self.entries.fill(&key, ticket, kept, Instant::now());
                 read

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use domain::ports::{EventStream, StoreError};
 use domain::JobEvent;
 use fred::clients::SubscriberClient;
-use fred::prelude::{Builder, Client, ClientLike, EventInterface, PubsubInterface, Value};
+use fred::prelude::{Client, ClientLike, EventInterface, PubsubInterface, Value};
 use fred::types::Message;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -24,6 +24,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 
 use super::event::event_from_json;
+use crate::config::builder_like;
 use crate::error::store_err;
 
 /// Events buffered per channel before a slow stream is cut off (a job publishes about ten in its life).
@@ -61,15 +62,10 @@ pub(crate) struct Hub {
 impl Hub {
     /// Opens the subscriber connection with the client's settings and starts the dispatcher and janitor.
     pub(crate) async fn start(client: &Client) -> Result<Arc<Self>, StoreError> {
-        let mut builder = Builder::from_config(client.client_config());
-        builder.set_connection_config(client.connection_config().clone());
-        let mut perf = client.perf_config();
-        perf.broadcast_channel_capacity = CONNECTION_CAPACITY;
-        builder.set_performance_config(perf);
-        if let Some(policy) = client.client_reconnect_policy() {
-            builder.set_policy(policy);
-        }
-        let subscriber = builder.build_subscriber_client().map_err(store_err)?;
+        let subscriber = builder_like(client)
+            .with_performance_config(|perf| perf.broadcast_channel_capacity = CONNECTION_CAPACITY)
+            .build_subscriber_client()
+            .map_err(store_err)?;
         subscriber.init().await.map_err(store_err)?;
         let channels: Channels = Arc::default();
         let (release_tx, release_rx) = mpsc::unbounded_channel();

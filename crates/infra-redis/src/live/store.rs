@@ -77,6 +77,19 @@ impl RedisLiveStore {
     }
 }
 
+/// The job in hash `key` read over `client`; `None` when the hash does not exist.
+pub(super) async fn read_job(
+    client: &Client,
+    key: &str,
+    id: JobId,
+) -> Result<Option<Job>, StoreError> {
+    let fields: HashMap<String, String> = client.hgetall(key).await.map_err(store_err)?;
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    from_fields(id, fields).map(Some)
+}
+
 #[async_trait]
 impl LiveJobStore for RedisLiveStore {
     #[tracing::instrument(skip_all, fields(job_id = %job.id), err)]
@@ -91,15 +104,7 @@ impl LiveJobStore for RedisLiveStore {
 
     #[tracing::instrument(skip_all, fields(job_id = %id), err)]
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        let fields: HashMap<String, String> = self
-            .client
-            .hgetall(self.keys.job(id))
-            .await
-            .map_err(store_err)?;
-        if fields.is_empty() {
-            return Ok(None);
-        }
-        from_fields(id, fields).map(Some)
+        read_job(&self.client, &self.keys.job(id), id).await
     }
 
     #[tracing::instrument(skip_all, fields(job_id = %id), err)]

@@ -13,7 +13,7 @@ use crate::ports::{
 };
 use crate::usecases::framework::{self, PackageFacts};
 use crate::usecases::preview;
-use crate::{JobGoal, JobId, JobStatus, PausePolicy, SandboxId, SandboxState};
+use crate::{JobGoal, JobId, JobStatus, SandboxId};
 
 /// Past a command's own deadline, how long we wait for the runtime to report it before giving up on it.
 const DEADLINE_SLACK: Duration = Duration::from_secs(30);
@@ -195,11 +195,7 @@ impl Build<'_> {
             sandbox_id: Some(sandbox.clone()),
             workspace_path: Some(self.deps.runtime.workspace_path()),
             assign_build_version: true,
-            sandbox_state: Some(if self.config.pause_policy == PausePolicy::Immediate {
-                SandboxState::Pausing
-            } else {
-                SandboxState::Running
-            }),
+            sandbox_state: Some(self.config.pause_policy.sandbox_state_at_ready()),
             ..Self::message("Build complete")
         };
         self.advance(JobStatus::Ready, update).await
