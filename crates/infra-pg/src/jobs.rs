@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use domain::ports::RepoError;
 use domain::{Job, JobId, JobStatus, NewJob, ProjectId, SandboxState, UserId};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::error::map_err;
 use crate::rows::{self, job_columns, JobRow};
@@ -13,7 +13,7 @@ use crate::sandbox::state_labels;
 /// another user's project (the Python service allowed that, and the job then showed on their dashboard).
 /// Either case reads as `NotFound`, as a missing project does. The foreign key still guards a project
 /// deleted between the check and the insert (also `NotFound`, via [`map_err`]).
-pub(crate) async fn insert(pool: &PgPool, job: &NewJob) -> Result<Job, RepoError> {
+pub(crate) async fn insert(conn: &mut PgConnection, job: &NewJob) -> Result<Job, RepoError> {
     let row: Option<JobRow> = sqlx::query_as(concat!(
         "INSERT INTO jobs (id, project_id, user_id, tier, goal, status, status_message, enqueued_at) \
          SELECT $1, p.id, $3, $4, $5, $6, $7, now() FROM projects p \
@@ -28,27 +28,27 @@ pub(crate) async fn insert(pool: &PgPool, job: &NewJob) -> Result<Job, RepoError
     .bind(job.goal.as_str())
     .bind(job.status.as_str())
     .bind(job.status_message.as_deref())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(map_err)?;
     rows::job_opt(row)?.ok_or(RepoError::NotFound)
 }
 
-pub(crate) async fn get(pool: &PgPool, id: JobId) -> Result<Option<Job>, RepoError> {
+pub(crate) async fn get(conn: &mut PgConnection, id: JobId) -> Result<Option<Job>, RepoError> {
     let row: Option<JobRow> = sqlx::query_as(concat!(
         "SELECT ",
         job_columns!(),
         " FROM jobs WHERE id = $1"
     ))
     .bind(id.as_uuid())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(map_err)?;
     rows::job_opt(row)
 }
 
 pub(crate) async fn get_for_user(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     id: JobId,
     user: &UserId,
 ) -> Result<Option<Job>, RepoError> {
@@ -59,7 +59,7 @@ pub(crate) async fn get_for_user(
     ))
     .bind(id.as_uuid())
     .bind(user.as_str())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(map_err)?;
     rows::job_opt(row)
@@ -81,7 +81,7 @@ pub(crate) async fn current_status<'e, E: sqlx::PgExecutor<'e>>(
 /// Moves `last_activity_at` forward only: a late, older touch never hides a newer one. `updated_at` is left
 /// alone, because activity is not a change to the record.
 pub(crate) async fn touch_activity(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     id: JobId,
     at: DateTime<Utc>,
 ) -> Result<(), RepoError> {
@@ -90,7 +90,7 @@ pub(crate) async fn touch_activity(
     )
     .bind(id.as_uuid())
     .bind(at)
-    .execute(pool)
+    .execute(&mut *conn)
     .await
     .map_err(map_err)?;
     if done.rows_affected() == 0 {
@@ -100,7 +100,7 @@ pub(crate) async fn touch_activity(
 }
 
 pub(crate) async fn list_for_user(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     user: &UserId,
     limit: i64,
 ) -> Result<Vec<Job>, RepoError> {
@@ -111,14 +111,14 @@ pub(crate) async fn list_for_user(
     ))
     .bind(user.as_str())
     .bind(limit.max(0))
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
     .map_err(map_err)?;
     rows::jobs(found)
 }
 
 pub(crate) async fn list_for_project(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     project: ProjectId,
 ) -> Result<Vec<Job>, RepoError> {
     let found: Vec<JobRow> = sqlx::query_as(concat!(
@@ -127,7 +127,7 @@ pub(crate) async fn list_for_project(
         " FROM jobs WHERE project_id = $1 ORDER BY created_at DESC, id DESC"
     ))
     .bind(project.as_uuid())
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
     .map_err(map_err)?;
     rows::jobs(found)
@@ -135,7 +135,7 @@ pub(crate) async fn list_for_project(
 
 /// Oldest first: the queue is rebuilt and scheduled jobs are promoted in submission order.
 pub(crate) async fn list_by_status(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     status: JobStatus,
     limit: i64,
 ) -> Result<Vec<Job>, RepoError> {
@@ -146,7 +146,7 @@ pub(crate) async fn list_by_status(
     ))
     .bind(status.as_str())
     .bind(limit.max(0))
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
     .map_err(map_err)?;
     rows::jobs(found)

@@ -6,6 +6,7 @@
 //! lock on the project row, so concurrent builds of one project never share a version. Queries are
 //! checked at run time (`sqlx::query`), not at compile time: no database is needed to build this crate.
 
+mod connections;
 mod error;
 mod job_repository;
 mod jobs;

@@ -2,13 +2,16 @@
 
 use domain::ports::RepoError;
 use domain::{JobId, JobStatus, NewProject, Project, ProjectId, ProjectSummary, UserId};
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::error::map_err;
 use crate::rows::ProjectRow;
 
-pub(crate) async fn create(pool: &PgPool, project: &NewProject) -> Result<Project, RepoError> {
+pub(crate) async fn create(
+    conn: &mut PgConnection,
+    project: &NewProject,
+) -> Result<Project, RepoError> {
     let row: ProjectRow = sqlx::query_as(
         "INSERT INTO projects (id, user_id, name) VALUES ($1, $2, $3) \
          RETURNING id, user_id, name, created_at, last_build_version",
@@ -16,14 +19,14 @@ pub(crate) async fn create(pool: &PgPool, project: &NewProject) -> Result<Projec
     .bind(project.id.as_uuid())
     .bind(project.user_id.as_str())
     .bind(&project.name)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await
     .map_err(map_err)?;
     Project::try_from(row)
 }
 
 pub(crate) async fn get_for_user(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     id: ProjectId,
     user: &UserId,
 ) -> Result<Option<Project>, RepoError> {
@@ -33,7 +36,7 @@ pub(crate) async fn get_for_user(
     )
     .bind(id.as_uuid())
     .bind(user.as_str())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(map_err)?;
     row.map(Project::try_from).transpose()
@@ -50,7 +53,10 @@ struct SummaryRow {
 /// The user's projects, newest first, each with its latest READY job (by completion, then creation) and
 /// whether that job's sandbox is paused. The job must belong to the same user as well as to the project, so
 /// that a job filed against someone else's project can never surface on their dashboard.
-pub(crate) async fn list(pool: &PgPool, user: &UserId) -> Result<Vec<ProjectSummary>, RepoError> {
+pub(crate) async fn list(
+    conn: &mut PgConnection,
+    user: &UserId,
+) -> Result<Vec<ProjectSummary>, RepoError> {
     let found: Vec<SummaryRow> = sqlx::query_as(
         "SELECT p.id, p.user_id, p.name, p.created_at, p.last_build_version, \
                 latest.id AS latest_job_id, latest.sandbox_paused AS latest_sandbox_paused \
@@ -66,7 +72,7 @@ pub(crate) async fn list(pool: &PgPool, user: &UserId) -> Result<Vec<ProjectSumm
     )
     .bind(user.as_str())
     .bind(JobStatus::Ready.as_str())
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
     .map_err(map_err)?;
     found

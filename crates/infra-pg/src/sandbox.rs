@@ -2,7 +2,7 @@
 
 use domain::ports::{RepoError, SandboxStateUpdate};
 use domain::{Job, JobId, JobStatus, SandboxId, SandboxState};
-use sqlx::PgPool;
+use sqlx::PgConnection;
 
 use crate::error::map_err;
 use crate::rows::{self, job_columns, JobRow};
@@ -10,7 +10,7 @@ use crate::rows::{self, job_columns, JobRow};
 /// See [`domain::ports::JobRepository::record_sandbox`]: the id is written the moment the sandbox exists,
 /// with state `running` and the version bumped. `NotFound` when the job is gone.
 pub(crate) async fn record(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     id: JobId,
     sandbox: &SandboxId,
 ) -> Result<Job, RepoError> {
@@ -28,7 +28,7 @@ pub(crate) async fn record(
     .bind(id.as_uuid())
     .bind(sandbox.as_str())
     .bind(SandboxState::Running.as_str())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(map_err)?;
     rows::job_opt(row)?.ok_or(RepoError::NotFound)
@@ -39,7 +39,7 @@ pub(crate) async fn record(
 /// paused; resumed_at on a move to running from paused or resuming (not on the first start, nor on a pause
 /// that was abandoned: those are not resumes).
 pub(crate) async fn set_state(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     id: JobId,
     update: SandboxStateUpdate,
 ) -> Result<Option<Job>, RepoError> {
@@ -67,7 +67,7 @@ pub(crate) async fn set_state(
         SandboxState::Resuming.as_str(),
     ])
     .bind(update.preview_url.as_deref())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(map_err)?;
     rows::job_opt(row)
@@ -76,7 +76,10 @@ pub(crate) async fn set_state(
 /// The reconciler's work list, oldest change first: READY jobs whose sandbox is live and not paused
 /// (running, pausing, pause_failed, and resuming, so that a resume cut short by a crash is re-paused too),
 /// and failed jobs whose sandbox is live in any state (paused included: it should be killed).
-pub(crate) async fn needing_attention(pool: &PgPool, limit: i64) -> Result<Vec<Job>, RepoError> {
+pub(crate) async fn needing_attention(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<Job>, RepoError> {
     let unpaused_live = state_labels(SandboxState::is_live_unpaused);
     let live = state_labels(SandboxState::is_live);
     let found: Vec<JobRow> = sqlx::query_as(concat!(
@@ -93,7 +96,7 @@ pub(crate) async fn needing_attention(pool: &PgPool, limit: i64) -> Result<Vec<J
     .bind(JobStatus::Failed.as_str())
     .bind(&live)
     .bind(limit.max(0))
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
     .map_err(map_err)?;
     rows::jobs(found)
@@ -102,7 +105,7 @@ pub(crate) async fn needing_attention(pool: &PgPool, limit: i64) -> Result<Vec<J
 /// The newest job that owns this sandbox (a sandbox belongs to one job; newest wins should a provider ever
 /// reuse an id).
 pub(crate) async fn find_by_sandbox(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     sandbox: &SandboxId,
 ) -> Result<Option<Job>, RepoError> {
     let row: Option<JobRow> = sqlx::query_as(concat!(
@@ -111,7 +114,7 @@ pub(crate) async fn find_by_sandbox(
         " FROM jobs WHERE sandbox_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1"
     ))
     .bind(sandbox.as_str())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(map_err)?;
     rows::job_opt(row)

@@ -2,7 +2,7 @@
 
 use domain::ports::{RepoError, TransitionOutcome, TransitionUpdate};
 use domain::{BuildVersion, Job, JobId, JobStatus, SandboxState};
-use sqlx::PgPool;
+use sqlx::PgConnection;
 
 use crate::error::map_err;
 use crate::jobs::current_status;
@@ -70,7 +70,7 @@ const READY_SQL: &str = concat!(
 /// `assign_build_version` is honoured with a move to READY only: the version counts READY jobs, so one given
 /// on any other move would be handed out twice.
 pub(crate) async fn transition(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     id: JobId,
     from: JobStatus,
     to: JobStatus,
@@ -80,17 +80,17 @@ pub(crate) async fn transition(
         return Err(RepoError::IllegalTransition { from, to });
     }
     let assign_version = update.assign_build_version && to == JobStatus::Ready;
-    let row = update_row(pool, id, from, to, &update, assign_version).await?;
+    let row = update_row(&mut *conn, id, from, to, &update, assign_version).await?;
     match row {
         Some(row) => applied(row),
         None => Ok(TransitionOutcome::Conflict {
-            current: current_status(pool, id).await?,
+            current: current_status(&mut *conn, id).await?,
         }),
     }
 }
 
 async fn update_row(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     id: JobId,
     from: JobStatus,
     to: JobStatus,
@@ -119,7 +119,7 @@ async fn update_row(
         .bind(update.sandbox_state.map(SandboxState::as_str))
         // Read by READY_SQL only; one bind list serves both statements.
         .bind(BuildVersion::PREFIX)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(map_err)
 }
@@ -133,7 +133,7 @@ fn applied(row: JobRow) -> Result<TransitionOutcome, RepoError> {
 /// on `from`. The sandbox fields are cleared (state `none`, version bumped) because the caller has killed
 /// the old sandbox first; the stage message goes too, since it described the abandoned attempt.
 pub(crate) async fn requeue(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     id: JobId,
     from: JobStatus,
 ) -> Result<TransitionOutcome, RepoError> {
@@ -162,13 +162,13 @@ pub(crate) async fn requeue(
     .bind(from.as_str())
     .bind(JobStatus::Queued.as_str())
     .bind(SandboxState::None.as_str())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(map_err)?;
     match row {
         Some(row) => applied(row),
         None => Ok(TransitionOutcome::Conflict {
-            current: current_status(pool, id).await?,
+            current: current_status(&mut *conn, id).await?,
         }),
     }
 }

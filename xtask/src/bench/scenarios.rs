@@ -201,6 +201,7 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
                 cx.pool,
                 &job_projects,
                 sizes.throughput_jobs,
+                || runtime.pause_stats().0,
                 started,
                 submit_s,
                 sizes.job_deadline,
@@ -400,7 +401,9 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
     ));
     notes.push(format!(
         "Job throughput: from the first POST /api/generation/start to the last job READY with \
-         sandbox_paused true in Postgres ({:.2} s, of which submitting {:.2} s); worker in-process \
+         sandbox_paused true in Postgres ({:.2} s, of which submitting {:.2} s; the bench counts them in \
+         Postgres every 500 ms until the runtime has paused every job, then every 2 ms, so that its own \
+         reads stay off the figures); worker in-process \
          (job_worker::run over the Redis queue, instant runtime, concurrency {}). Commits from \
          pg_stat_database.xact_commit of {DATABASE} minus the bench's own {own} queries; \
          pg_stat_statements is not loaded, so statements are bounded below by table scans. Redis \
@@ -464,6 +467,8 @@ async fn solo_pause_sample(
             cx.pool,
             &projects,
             n,
+            // One job at a time: its count is cheap, so ask Postgres at every tick.
+            || u64::MAX,
             Instant::now(),
             0.0,
             Duration::from_secs(10),
