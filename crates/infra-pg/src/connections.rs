@@ -4,10 +4,12 @@
 //! configurable): a round trip more per statement, for both processes. The repository instead takes
 //! connections out of the pool and passes them from one statement to the next itself. A connection goes back
 //! through sqlx's pool (its ping, lifetime and idle rules) whenever something may be wrong with it: when its
-//! statement failed or was cancelled (the lease is dropped), and once it has been out for [`RECHECK_AFTER`].
+//! statement failed or was cancelled (the lease is dropped), and once it has been out for [`RECHECK_AFTER`]:
+//! a sweep returns kept connections that old even when no statement comes, so an idle process leaves its
+//! connections to sqlx's idle timeout as a plain pool would.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
@@ -22,6 +24,7 @@ const RECHECK_AFTER: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub(crate) struct Connections {
     pool: PgPool,
+    recheck_after: Duration,
     leases: Semaphore,
     /// How many connections are kept between leases (0 with a one-connection pool: that one stays in sqlx's
     /// pool, where every caller can reach it).
@@ -38,15 +41,25 @@ struct Kept {
 }
 
 impl Connections {
-    pub(crate) fn new(pool: PgPool) -> Self {
+    /// Connections over `pool`, with the sweep started when a tokio runtime is running.
+    pub(crate) fn start(pool: PgPool) -> Arc<Self> {
+        Self::start_with(pool, RECHECK_AFTER)
+    }
+
+    fn start_with(pool: PgPool, recheck_after: Duration) -> Arc<Self> {
         let max = usize::try_from(pool.options().get_max_connections()).unwrap_or(usize::MAX);
         let keep = max.saturating_sub(1);
-        Self {
+        let connections = Arc::new(Self {
+            recheck_after,
             leases: Semaphore::new(keep.max(1)),
             keep,
             idle: Mutex::new(Vec::with_capacity(keep)),
             pool,
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(sweep(Arc::downgrade(&connections)));
         }
+        connections
     }
 
     pub(crate) fn pool(&self) -> &PgPool {
@@ -81,7 +94,7 @@ impl Connections {
     fn take_kept(&self) -> Option<Kept> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some(kept) = idle.pop() {
-            if kept.taken_at.elapsed() < RECHECK_AFTER {
+            if kept.taken_at.elapsed() < self.recheck_after {
                 return Some(kept);
             }
         }
@@ -89,13 +102,32 @@ impl Connections {
     }
 
     fn keep(&self, kept: Kept) {
-        if kept.taken_at.elapsed() >= RECHECK_AFTER || self.pool.is_closed() {
+        if kept.taken_at.elapsed() >= self.recheck_after || self.pool.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < self.keep {
             idle.push(kept);
         }
+    }
+}
+
+/// Every `recheck_after`, returns the kept connections due a recheck to the pool; ends with the repository.
+async fn sweep(connections: Weak<Connections>) {
+    let Some(period) = connections.upgrade().map(|c| c.recheck_after) else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(period);
+    loop {
+        ticks.tick().await;
+        let Some(connections) = connections.upgrade() else {
+            return;
+        };
+        let mut idle = connections
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        idle.retain(|kept| kept.taken_at.elapsed() < connections.recheck_after);
     }
 }
 
@@ -182,7 +214,7 @@ mod tests {
 
     #[sqlx::test(migrations = false)]
     async fn a_completed_statement_keeps_its_connection_for_the_next(pool: PgPool) {
-        let connections = Connections::new(pool_of(&pool, 4).await);
+        let connections = Connections::start(pool_of(&pool, 4).await);
         let mut lease = connections.acquire().await.unwrap();
         let first = backend_pid(&mut lease).await;
         lease.finish(first.as_ref().map(drop)).unwrap();
@@ -197,7 +229,7 @@ mod tests {
 
     #[sqlx::test(migrations = false)]
     async fn a_failed_statement_sends_its_connection_back_to_the_pool(pool: PgPool) {
-        let connections = Connections::new(pool_of(&pool, 4).await);
+        let connections = Connections::start(pool_of(&pool, 4).await);
         let mut lease = connections.acquire().await.unwrap();
         let failed = sqlx::query("SELECT no_such_column FROM no_such_table")
             .execute(&mut *lease)
@@ -213,7 +245,7 @@ mod tests {
 
     #[sqlx::test(migrations = false)]
     async fn a_cancelled_statement_does_not_leave_its_connection_to_the_next(pool: PgPool) {
-        let connections = Connections::new(pool_of(&pool, 4).await);
+        let connections = Connections::start(pool_of(&pool, 4).await);
         let cancelled = tokio::time::timeout(Duration::from_millis(50), async {
             let mut lease = connections.acquire().await?;
             let slept = sqlx::query("SELECT pg_sleep(1)").execute(&mut *lease).await;
@@ -232,8 +264,22 @@ mod tests {
     }
 
     #[sqlx::test(migrations = false)]
+    async fn a_kept_connection_goes_back_to_the_pool_when_due_even_with_no_statement(pool: PgPool) {
+        let connections =
+            Connections::start_with(pool_of(&pool, 4).await, Duration::from_millis(200));
+        let lease = connections.acquire().await.unwrap();
+        lease.finish(Ok::<_, sqlx::Error>(())).unwrap();
+        assert_eq!(kept(&connections), 1);
+
+        eventually("the sweep returns the kept connection to the pool", || {
+            kept(&connections) == 0 && connections.pool().num_idle() == 1
+        })
+        .await;
+    }
+
+    #[sqlx::test(migrations = false)]
     async fn leases_leave_one_connection_to_callers_of_the_pool(pool: PgPool) {
-        let connections = Connections::new(pool_of(&pool, 3).await);
+        let connections = Connections::start(pool_of(&pool, 3).await);
         let first = connections.acquire().await.unwrap();
         let second = connections.acquire().await.unwrap();
         assert!(matches!(

@@ -38,7 +38,7 @@ macro_rules! leased {
 impl PgJobRepository {
     pub fn new(pool: PgPool) -> Self {
         Self {
-            connections: Arc::new(Connections::new(pool)),
+            connections: Connections::start(pool),
         }
     }
 
