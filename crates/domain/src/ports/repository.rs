@@ -38,9 +38,10 @@ pub struct TransitionUpdate {
     pub workspace_path: Option<String>,
     /// With a move to READY: assign the project's next `build_v0_N` in the same transaction, without a race.
     pub assign_build_version: bool,
-    /// With a move to READY: the sandbox's state from now on, version bumped: `running`, or `pausing` when
-    /// the policy pauses at once (in the READY write itself: one write less between READY and paused). A
-    /// paused state cannot be written here: only the provider's confirmation records that.
+    /// The sandbox's state from now on, version bumped. `running` with the move to code, which records the
+    /// sandbox just created (with `sandbox_id`); with a move to READY, `running`, or `pausing` when the
+    /// policy pauses at once (in the READY write itself: one write less between READY and paused). A paused
+    /// state is never written here: only the provider's confirmation records that.
     pub sandbox_state: Option<SandboxState>,
 }
 
@@ -88,7 +89,9 @@ pub trait JobRepository: Send + Sync {
         update: TransitionUpdate,
     ) -> Result<TransitionOutcome, RepoError>;
 
-    /// Records the sandbox id (state `running`) the moment it exists, so that no crash can leak it.
+    /// Records the sandbox id (state `running`) whatever the job's status, so that no sandbox is leaked. The
+    /// pipeline records a new sandbox with its move to code (one write); it calls this when that move cannot
+    /// be made (the job moved while the sandbox was being created), and the sandbox must still be known.
     async fn record_sandbox(&self, id: JobId, sandbox: &SandboxId) -> Result<Job, RepoError>;
 
     /// Sets sandbox_state and sandbox_paused in one statement, guarded by `sandbox_state_version`.

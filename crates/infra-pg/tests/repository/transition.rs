@@ -402,6 +402,40 @@ async fn a_ready_that_lost_the_race_spends_no_version(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "infra_pg::MIGRATOR")]
+async fn the_move_to_code_records_a_new_sandbox_running(pool: PgPool) {
+    let repo = repo(pool);
+    let alice = user("alice");
+    let p = project(&repo, &alice).await;
+    let job = job_at(&repo, p.id, &alice, JobStatus::Scaffold).await;
+    let sandbox = SandboxId::try_from("sbx-new").unwrap();
+
+    let code = applied(
+        repo.transition(
+            job.id,
+            JobStatus::Scaffold,
+            JobStatus::Code,
+            TransitionUpdate {
+                message: Some("Writing code".into()),
+                sandbox_id: Some(sandbox.clone()),
+                sandbox_state: Some(SandboxState::Running),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap(),
+    );
+
+    // As record_sandbox would have written it, in the same statement as the move.
+    assert_eq!(code.status, JobStatus::Code);
+    assert_eq!(code.sandbox_id, Some(sandbox.clone()));
+    assert_eq!(code.sandbox_state, SandboxState::Running);
+    assert_eq!(code.sandbox_state_version, job.sandbox_state_version + 1);
+    assert!(!code.sandbox_paused());
+    let found = repo.find_job_by_sandbox(&sandbox).await.unwrap().unwrap();
+    assert_eq!(found.id, job.id);
+}
+
+#[sqlx::test(migrator = "infra_pg::MIGRATOR")]
 async fn ready_with_a_running_sandbox_sets_the_sandbox_state(pool: PgPool) {
     let repo = repo(pool);
     let alice = user("alice");

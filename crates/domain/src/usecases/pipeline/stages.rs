@@ -13,7 +13,7 @@ use crate::ports::{
 };
 use crate::usecases::framework::{self, PackageFacts};
 use crate::usecases::preview;
-use crate::{JobGoal, JobId, JobStatus, SandboxId};
+use crate::{JobGoal, JobId, JobStatus, SandboxId, SandboxState};
 
 /// Past a command's own deadline, how long we wait for the runtime to report it before giving up on it.
 const DEADLINE_SLACK: Duration = Duration::from_secs(30);
@@ -24,13 +24,13 @@ impl Build<'_> {
     pub(super) async fn run_to_ready(&mut self) -> Result<(), Stop> {
         let goal = JobGoal::try_from(self.job.goal.clone()).map_err(PipelineError::InvalidGoal)?;
         let sandbox = self.scaffold().await?;
-        let files = self.code(&goal, &sandbox).await?;
+        let files = self.code(&goal).await?;
         let package = self.install(files, &sandbox).await?;
         let preview_url = self.checks(&package, &sandbox).await?;
         self.ready(preview_url, &sandbox).await
     }
 
-    /// scaffold: create the sandbox and record its id at once, before anything runs in it.
+    /// scaffold: create the sandbox, then record it with the move to code, before anything runs in it.
     async fn scaffold(&mut self) -> Result<SandboxId, Stop> {
         self.advance(JobStatus::Scaffold, Self::message("Creating the sandbox"))
             .await?;
@@ -50,33 +50,39 @@ impl Build<'_> {
             .map_err(PipelineError::sandbox(Step::CreateSandbox))?;
         tracing::Span::current().record("sandbox_id", tracing::field::display(&sandbox));
         self.sandbox = Some(sandbox.clone());
-        let recorded = self
-            .deps
-            .repo
-            .record_sandbox(self.job.id, &sandbox)
-            .await
-            .map_err(Stop::Repo)?;
-        let moved = recorded.status != self.job.status;
-        self.job = recorded;
-        self.save_live().await;
-        tracing::info!("sandbox created and recorded");
-        if moved {
-            // A cancel landed while the sandbox was being created: stop before using it.
-            return Err(Stop::Conflict {
-                current: Some(self.job.status),
-            });
-        }
-        Ok(sandbox)
-    }
-
-    /// code: the generator writes the app; its files are checked before anything reaches the sandbox.
-    async fn code(&mut self, goal: &JobGoal, sandbox: &SandboxId) -> Result<ValidatedFiles, Stop> {
         let update = TransitionUpdate {
             sandbox_id: Some(sandbox.clone()),
+            sandbox_state: Some(SandboxState::Running),
             workspace_path: Some(self.deps.runtime.workspace_path()),
             ..Self::message("Writing code")
         };
-        self.advance(JobStatus::Code, update).await?;
+        // One write records the sandbox and starts the code stage. When the build cannot move on (a cancel
+        // landed while the sandbox was being created), the sandbox is recorded alone, so that it is killed
+        // and known rather than leaked.
+        if let Err(stop) = self.advance(JobStatus::Code, update).await {
+            self.record_sandbox(&sandbox).await?;
+            return Err(stop);
+        }
+        tracing::info!("sandbox created and recorded");
+        Ok(sandbox)
+    }
+
+    /// Records the sandbox whatever the job's status, in both stores.
+    async fn record_sandbox(&mut self, sandbox: &SandboxId) -> Result<(), Stop> {
+        self.job = self
+            .deps
+            .repo
+            .record_sandbox(self.job.id, sandbox)
+            .await
+            .map_err(Stop::Repo)?;
+        self.save_live().await;
+        tracing::info!("sandbox recorded; the build stops");
+        Ok(())
+    }
+
+    /// code (entered with the sandbox's record): the generator writes the app; its files are checked before
+    /// anything reaches the sandbox.
+    async fn code(&mut self, goal: &JobGoal) -> Result<ValidatedFiles, Stop> {
         let generate = tokio::time::timeout(
             self.config.generate_timeout,
             self.deps.generator.generate(goal),

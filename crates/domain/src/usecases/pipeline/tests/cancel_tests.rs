@@ -125,12 +125,15 @@ async fn a_cancel_that_lands_while_the_sandbox_is_created_kills_it_at_once() {
     h.transitions(&[
         (JobStatus::Queued, JobStatus::Starting),
         (JobStatus::Starting, JobStatus::Scaffold),
+        // Attempted with the sandbox, and lost: the job has moved.
+        (JobStatus::Scaffold, JobStatus::Code),
     ]);
     let db = h.db.clone();
     h.runtime.expect_create().times(1).returning(move |_| {
         db.set_status(JobStatus::Failed);
         Ok(sandbox_id())
     });
+    // So the sandbox is recorded alone, for the kill and whoever comes after it.
     let db = h.db.clone();
     h.repo
         .expect_record_sandbox()

@@ -62,33 +62,46 @@ async fn preview_url_and_build_version_are_written_with_ready() {
 
 #[tokio::test(start_paused = true)]
 async fn the_sandbox_is_recorded_in_both_stores_before_anything_runs_in_it() {
+    use JobStatus::*;
     let mut h = Harness::new();
     let mut seq = Sequence::new();
+    h.transitions(&[(Queued, Starting), (Starting, Scaffold)]);
     h.runtime
         .expect_create()
         .withf(|spec| spec.user_id.as_str() == "user_1")
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_| Ok(sandbox_id()));
+    // The move to code carries the sandbox: one write records it.
     let db = h.db.clone();
     h.repo
-        .expect_record_sandbox()
+        .expect_transition()
+        .withf(|_, from, to, update| {
+            *from == Scaffold
+                && *to == Code
+                && update.sandbox_id == Some(sandbox_id())
+                && update.sandbox_state == Some(SandboxState::Running)
+        })
         .times(1)
         .in_sequence(&mut seq)
-        .returning(move |_, s| Ok(db.record_sandbox(s)));
+        .returning(move |_, f, t, u| Ok(db.transition(f, t, &u)));
     h.live
-        .expect_save()
-        .withf(|job| job.sandbox_id == Some(sandbox_id()) && job.status == JobStatus::Scaffold)
+        .expect_save_and_publish()
+        .withf(|job, _| {
+            job.sandbox_id == Some(sandbox_id())
+                && job.sandbox_state == SandboxState::Running
+                && job.status == Code
+        })
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+        .returning(|_, _| Ok(()));
     h.runtime
         .expect_write_files()
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(()));
-    h.transitions_to_checks();
-    h.transitions(&[(JobStatus::Checks, JobStatus::Ready)]);
+    h.repo.expect_record_sandbox().never();
+    h.transitions(&[(Code, Deps), (Deps, Checks), (Checks, Ready)]);
     h.generates_app();
     h.starts_dev_server();
     h.preview_answers();
