@@ -230,7 +230,9 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
             match settled_pg_counters(cx.admin, cx.pool, DATABASE).await {
                 Ok(pg_after) => {
                     let own = OWN_COMMITS.load(Ordering::Relaxed) - own_before;
-                    let solo = solo_pause_sample(cx, api, &token, &stores, &user).await;
+                    let before = runtime.pause_stats().0;
+                    let paused = || runtime.pause_stats().0.saturating_sub(before);
+                    let solo = solo_pause_sample(cx, api, &token, &stores, &user, paused).await;
                     solo.map(|solo| (done, redis_after, pg_after, own, solo))
                 }
                 Err(err) => Err(err),
@@ -450,13 +452,15 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
 }
 
 /// Jobs submitted one at a time, each waited for until READY and paused: the pause bookkeeping without
-/// the queueing of a throughput run. Returns their project and how many were built.
+/// the queueing of a throughput run. `paused` counts the runtime's pauses since the sample began. Returns
+/// their project and how many were built.
 async fn solo_pause_sample(
     cx: &Context<'_>,
     api: &ApiServer,
     token: &str,
     stores: &Stores,
     user: &UserId,
+    paused: impl Fn() -> u64,
 ) -> anyhow::Result<(Vec<domain::ProjectId>, usize)> {
     let count = cx.sizes.pause_solo_jobs;
     eprintln!("bench: pause bookkeeping: {count} jobs one at a time");
@@ -467,8 +471,7 @@ async fn solo_pause_sample(
             cx.pool,
             &projects,
             n,
-            // One job at a time: its count is cheap, so ask Postgres at every tick.
-            || u64::MAX,
+            &paused,
             Instant::now(),
             0.0,
             Duration::from_secs(10),
