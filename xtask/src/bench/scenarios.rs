@@ -407,7 +407,9 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
          Postgres every 500 ms until the runtime has paused every job, then every 2 ms, so that its own \
          reads stay off the figures); worker in-process \
          (job_worker::run over the Redis queue, instant runtime, concurrency {}). Commits from \
-         pg_stat_database.xact_commit of {DATABASE} minus the bench's own {own} queries; \
+         pg_stat_database.xact_commit of {DATABASE} minus the bench's own {own} queries, read once \
+         every backend has published its counters (Postgres holds the last second's until a backend has \
+         been idle 10 s, so the bench waits 11 s before and after the run); \
          pg_stat_statements is not loaded, so statements are bounded below by table scans. Redis \
          commands from INFO total_commands_processed (server-wide: other clients of the same Redis \
          are included). CPU per job by process: utime + stime of every postgres and redis-server process, \
