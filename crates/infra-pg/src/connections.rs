@@ -40,6 +40,13 @@ struct Kept {
     taken_at: Instant,
 }
 
+impl Kept {
+    /// Out of sqlx's pool long enough that sqlx should check it again.
+    fn is_due(&self, recheck_after: Duration) -> bool {
+        self.taken_at.elapsed() >= recheck_after
+    }
+}
+
 impl Connections {
     /// Connections over `pool`, with the sweep started when a tokio runtime is running.
     pub(crate) fn start(pool: PgPool) -> Arc<Self> {
@@ -82,8 +89,7 @@ impl Connections {
             },
         };
         Ok(Lease {
-            conn: kept.conn,
-            taken_at: kept.taken_at,
+            kept,
             home: self,
             _permit: permit,
         })
@@ -94,7 +100,7 @@ impl Connections {
     fn take_kept(&self) -> Option<Kept> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some(kept) = idle.pop() {
-            if kept.taken_at.elapsed() < self.recheck_after {
+            if !kept.is_due(self.recheck_after) {
                 return Some(kept);
             }
         }
@@ -102,7 +108,7 @@ impl Connections {
     }
 
     fn keep(&self, kept: Kept) {
-        if kept.taken_at.elapsed() >= self.recheck_after || self.pool.is_closed() {
+        if kept.is_due(self.recheck_after) || self.pool.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
@@ -127,7 +133,7 @@ async fn sweep(connections: Weak<Connections>) {
             .idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        idle.retain(|kept| kept.taken_at.elapsed() < connections.recheck_after);
+        idle.retain(|kept| !kept.is_due(connections.recheck_after));
     }
 }
 
@@ -136,8 +142,7 @@ async fn sweep(connections: Weak<Connections>) {
 #[derive(Debug)]
 pub(crate) struct Lease<'a> {
     // Declared before the permit, so the connection is back in the pool before a waiter is let in.
-    conn: PoolConnection<Postgres>,
-    taken_at: Instant,
+    kept: Kept,
     home: &'a Connections,
     _permit: SemaphorePermit<'a>,
 }
@@ -148,12 +153,11 @@ impl Lease<'_> {
     pub(crate) fn finish<T, E>(self, result: Result<T, E>) -> Result<T, E> {
         if result.is_ok() {
             let Lease {
-                conn,
-                taken_at,
+                kept,
                 home,
                 _permit,
             } = self;
-            home.keep(Kept { conn, taken_at });
+            home.keep(kept);
         }
         result
     }
@@ -163,13 +167,13 @@ impl Deref for Lease<'_> {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
-        &self.conn
+        &self.kept.conn
     }
 }
 
 impl DerefMut for Lease<'_> {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.conn
+        &mut self.kept.conn
     }
 }
 

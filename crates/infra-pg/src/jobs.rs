@@ -66,13 +66,13 @@ pub(crate) async fn get_for_user(
 }
 
 /// The current status alone (to report what a lost compare-and-set lost to).
-pub(crate) async fn current_status<'e, E: sqlx::PgExecutor<'e>>(
-    executor: E,
+pub(crate) async fn current_status(
+    conn: &mut PgConnection,
     id: JobId,
 ) -> Result<Option<JobStatus>, RepoError> {
     let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
         .bind(id.as_uuid())
-        .fetch_optional(executor)
+        .fetch_optional(conn)
         .await
         .map_err(map_err)?;
     status.as_deref().map(rows::parse_status).transpose()
