@@ -1,20 +1,20 @@
-//! One leased job: build it while a heartbeat keeps the lease alive and the job's event channel is watched
-//! for a cancel, then ack or release the lease according to how the build ended. The build itself checks
-//! that the job is still queued, and its first move (queued → starting) counts the attempt.
+//! One leased job: build it while a heartbeat keeps the lease alive and the worker's [`CancelWatch`] can
+//! stop it, then ack or release the lease according to how the build ended. The build itself checks that
+//! the job is still queued, and its first move (queued → starting) counts the attempt.
 //!
-//! A cancel is seen at once through the event channel; the heartbeat's look at the job's row (every third
-//! of the lease TTL) is the fallback for when Redis pub/sub is down or an event was missed.
+//! A cancel is seen at once through the worker's failures feed; the heartbeat's look at the job's row
+//! (every third of the lease TTL) is the fallback for when Redis pub/sub is down or an event was missed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use domain::ports::{JobQueue, Lease, LiveJobStore};
+use domain::ports::{JobQueue, Lease};
 use domain::usecases::pipeline::{run_build, BuildOutcome};
-use domain::{JobId, JobStatus};
-use futures::StreamExt;
+use domain::JobStatus;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::cancels::CancelWatch;
 use crate::worker::{WorkerDeps, WorkerSettings};
 
 /// Builds the leased job and finishes its lease. Never fails: every error is logged here, once.
@@ -23,6 +23,7 @@ pub(crate) async fn run_leased(
     settings: &WorkerSettings,
     lease: Lease,
     cancel: CancellationToken,
+    watch: &CancelWatch,
 ) {
     let span = tracing::info_span!(
         "job",
@@ -34,6 +35,8 @@ pub(crate) async fn run_leased(
     );
     async {
         tracing::info!("build leased");
+        // Before the build's first move, so a cancel that lands after it is routed here.
+        let _watched = watch.register(lease.job.job_id, cancel.clone());
         let lease_lost = AtomicBool::new(false);
         let heartbeat_done = CancellationToken::new();
         let build = async {
@@ -55,8 +58,7 @@ pub(crate) async fn run_leased(
             &heartbeat_done,
             &lease_lost,
         );
-        let watch = watch_for_cancel(deps, lease.job.job_id, &cancel, &heartbeat_done);
-        let (outcome, (), ()) = tokio::join!(build, beat, watch);
+        let (outcome, ()) = tokio::join!(build, beat);
         record_metrics(&outcome);
         finish(
             deps.queue.as_ref(),
@@ -110,57 +112,6 @@ async fn heartbeat(
                 return;
             }
             Err(error) => tracing::warn!(error = %error, "could not check the job's status"),
-        }
-    }
-}
-
-/// Follows the job's events and stops the build as soon as one says `failed` (a cancel moves the job to
-/// failed and publishes it). Runs beside the build rather than before it, so a slow or unavailable Redis
-/// never delays the build; the heartbeat covers whatever this misses.
-async fn watch_for_cancel(
-    deps: &WorkerDeps,
-    job_id: JobId,
-    build: &CancellationToken,
-    done: &CancellationToken,
-) {
-    let live: &dyn LiveJobStore = deps.pipeline.live.as_ref();
-    let mut events = tokio::select! {
-        () = done.cancelled() => return,
-        subscribed = live.subscribe(job_id) => match subscribed {
-            Ok(events) => events,
-            Err(error) => {
-                tracing::warn!(error = %error, "could not follow the job's events; cancels are seen at the heartbeat");
-                return;
-            }
-        },
-    };
-    // A cancel published before our subscription took effect is already in the live hash (a cancel writes
-    // the hash and publishes in one script): one look there closes that gap, at Redis's cost rather than
-    // Postgres's. A cancel that reached neither is the heartbeat's.
-    if let Ok(Some(job)) = live.get(job_id).await {
-        if job.status == JobStatus::Failed {
-            tracing::info!(
-                "job cancelled while its events were being followed; stopping the build"
-            );
-            build.cancel();
-            return;
-        }
-    }
-    loop {
-        tokio::select! {
-            () = done.cancelled() => return,
-            event = events.next() => match event {
-                Some(event) if event.status == JobStatus::Failed => {
-                    tracing::info!("job failed or cancelled elsewhere; stopping the build");
-                    build.cancel();
-                    return;
-                }
-                Some(_) => {}
-                None => {
-                    tracing::debug!("job event stream ended; cancels are seen at the heartbeat");
-                    return;
-                }
-            },
         }
     }
 }

@@ -6,6 +6,7 @@
 //!
 //! This crate holds configuration, wiring and the run loop only: the business rules live in `domain`.
 
+mod cancels;
 pub mod config;
 mod job;
 pub mod metrics_server;

@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cancels::{self, CancelWatch};
 use crate::job;
 
 /// After a queue error, how long before the next try.
@@ -53,6 +54,15 @@ pub async fn run(
     let tracker = TaskTracker::new();
     // The parent of every build's token: fired only when the grace period is over.
     let stop_builds = CancellationToken::new();
+    // Opened before the first lease, so that a build is followed from its start whenever Redis is up.
+    let watch = Arc::new(CancelWatch::default());
+    let stop_watch = CancellationToken::new();
+    let first_feed = cancels::subscribe(deps.pipeline.live.as_ref()).await;
+    let following = tokio::spawn(watch.clone().follow(
+        deps.pipeline.live.clone(),
+        first_feed,
+        stop_watch.clone(),
+    ));
     tracing::info!(concurrency = settings.concurrency, "worker started");
 
     loop {
@@ -71,10 +81,10 @@ pub async fn run(
                     job::release(deps.queue.as_ref(), &lease).await;
                     break;
                 }
-                let (deps, settings) = (deps.clone(), settings.clone());
+                let (deps, settings, watch) = (deps.clone(), settings.clone(), watch.clone());
                 let token = stop_builds.child_token();
                 tracker.spawn(async move {
-                    job::run_leased(&deps, &settings, lease, token).await;
+                    job::run_leased(&deps, &settings, lease, token, &watch).await;
                     drop(permit);
                 });
             }
@@ -110,6 +120,10 @@ pub async fn run(
         );
         stop_builds.cancel();
         tracker.wait().await;
+    }
+    stop_watch.cancel();
+    if let Err(error) = following.await {
+        tracing::warn!(error = %error, "the cancel watch ended abnormally");
     }
     tracing::info!("worker stopped");
     Ok(())

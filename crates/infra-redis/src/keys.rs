@@ -33,6 +33,11 @@ impl Keys {
         format!("{}:job:{{{id}}}:events", self.prefix)
     }
 
+    /// `<prefix>:jobs:failed`: the pub/sub channel every job's `failed` event is published on as well.
+    pub fn job_failures(&self) -> String {
+        format!("{}:jobs:failed", self.prefix)
+    }
+
     /// `<prefix>:{q}:pending`: sorted set of waiting job ids, by score (lowest served first).
     pub fn queue_pending(&self) -> String {
         self.queue("pending")

@@ -261,3 +261,38 @@ async fn usage_counts_per_user_per_day() {
     let ttl: i64 = r.client.ttl(&key).await.unwrap();
     assert!(ttl > 0 && ttl <= 86_400, "ttl {ttl}");
 }
+
+#[tokio::test]
+async fn only_failed_events_reach_the_failures_feed_of_every_job() {
+    let r = TestRedis::new().await;
+    let store = RedisLiveStore::new(r.client.clone(), &r.prefix);
+    let mut failures = store.subscribe_failures().await.unwrap();
+    let (a, b) = (job(), job());
+    let mut a_events = store.subscribe(a.id).await.unwrap();
+
+    let building = advanced(&a, JobStatus::Code);
+    store
+        .save_and_publish(&building, &event(&building))
+        .await
+        .unwrap();
+    let a_failed = advanced(&building, JobStatus::Failed);
+    store
+        .save_and_publish(&a_failed, &event(&a_failed))
+        .await
+        .unwrap();
+    // A save without an event announces nothing, failed or not.
+    store.save(&advanced(&b, JobStatus::Failed)).await.unwrap();
+    let b_failed = advanced(&b, JobStatus::Failed);
+    store
+        .save_and_publish(&b_failed, &event(&b_failed))
+        .await
+        .unwrap();
+
+    // The job's own channel still has every event; the feed has the two failures, in order.
+    let own: Vec<_> = a_events.by_ref().take(2).collect().await;
+    assert_eq!(own, vec![event(&building), event(&a_failed)]);
+    let got: Vec<_> = tokio::time::timeout(WAIT, failures.by_ref().take(2).collect::<Vec<_>>())
+        .await
+        .expect("two failures announced");
+    assert_eq!(got, vec![event(&a_failed), event(&b_failed)]);
+}

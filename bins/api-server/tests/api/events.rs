@@ -119,6 +119,9 @@ impl LiveJobStore for TransitionOnRead {
     async fn subscribe(&self, id: JobId) -> Result<EventStream, StoreError> {
         self.inner.subscribe(id).await
     }
+    async fn subscribe_failures(&self) -> Result<EventStream, StoreError> {
+        self.inner.subscribe_failures().await
+    }
     async fn delete(&self, id: JobId) -> Result<(), StoreError> {
         self.inner.delete(id).await
     }

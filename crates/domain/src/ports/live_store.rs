@@ -27,7 +27,8 @@ pub trait LiveJobStore: Send + Sync {
     /// Writes the whole hash `job:{id}` from the record (Postgres first, then this).
     async fn save(&self, job: &Job) -> Result<(), StoreError>;
 
-    /// Writes the hash and publishes the event on `job:{id}:events`, atomically.
+    /// Writes the hash and publishes the event on `job:{id}:events`, atomically; an event that says
+    /// `failed` goes to the failures channel too (see [`LiveJobStore::subscribe_failures`]).
     async fn save_and_publish(&self, job: &Job, event: &JobEvent) -> Result<(), StoreError>;
 
     /// Reads the hash back; `None` when it is missing.
@@ -36,6 +37,11 @@ pub trait LiveJobStore: Send + Sync {
     /// Subscribes to the job's events. The subscription is live when this returns, so a caller that then
     /// reads the current state misses nothing.
     async fn subscribe(&self, id: JobId) -> Result<EventStream, StoreError>;
+
+    /// Subscribes to every job's `failed` event (a cancel from the API, or a build that failed) on one
+    /// channel, so that a worker follows all its builds with one subscription rather than one per build.
+    /// Live when this returns.
+    async fn subscribe_failures(&self) -> Result<EventStream, StoreError>;
 
     async fn delete(&self, id: JobId) -> Result<(), StoreError>;
 }

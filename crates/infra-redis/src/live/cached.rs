@@ -211,6 +211,10 @@ impl LiveJobStore for CachedLiveStore {
         self.store.subscribe(id).await
     }
 
+    async fn subscribe_failures(&self) -> Result<EventStream, StoreError> {
+        self.store.subscribe_failures().await
+    }
+
     async fn delete(&self, id: JobId) -> Result<(), StoreError> {
         let result = self.store.delete(id).await;
         self.entries.invalidate(&self.store.keys().job(id));

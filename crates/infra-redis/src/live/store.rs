@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use domain::ports::{EventStream, LiveJobStore, StoreError};
-use domain::{Job, JobEvent, JobId};
+use domain::{Job, JobEvent, JobId, JobStatus};
 use fred::prelude::{Client, HashesInterface, KeysInterface, Value};
 use tokio::sync::OnceCell;
 
@@ -52,16 +52,26 @@ impl RedisLiveStore {
     /// Writes the hash, and publishes `event` in the same script when given. A record older than the stored
     /// one (by `sandbox_state_version`, then `updated_at`) is neither written nor published: a late writer
     /// must not roll the live view back, nor make subscribers see a status go backwards.
+    /// The process's subscriber connection, opened on first use.
+    async fn hub(&self) -> Result<&Arc<Hub>, StoreError> {
+        self.hub.get_or_try_init(|| Hub::start(&self.client)).await
+    }
+
     async fn write(&self, job: &Job, event: Option<&JobEvent>) -> Result<(), StoreError> {
         let (channel, payload) = match event {
             Some(e) => (self.keys.job_events(job.id), event_to_json(e)),
             None => (String::new(), String::new()),
         };
+        let failures = match event {
+            Some(e) if e.status == JobStatus::Failed => self.keys.job_failures(),
+            _ => String::new(),
+        };
         let fields = to_fields(job);
-        let mut args: Vec<Value> = Vec::with_capacity(3 + 2 * fields.len());
+        let mut args: Vec<Value> = Vec::with_capacity(4 + 2 * fields.len());
         args.push(revision(job).into());
         args.push(channel.into());
         args.push(payload.into());
+        args.push(failures.into());
         for (name, value) in fields {
             args.push(name.into());
             args.push(value.into());
@@ -109,11 +119,12 @@ impl LiveJobStore for RedisLiveStore {
 
     #[tracing::instrument(skip_all, fields(job_id = %id), err)]
     async fn subscribe(&self, id: JobId) -> Result<EventStream, StoreError> {
-        let hub = self
-            .hub
-            .get_or_try_init(|| Hub::start(&self.client))
-            .await?;
-        hub.subscribe(self.keys.job_events(id)).await
+        self.hub().await?.subscribe(self.keys.job_events(id)).await
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn subscribe_failures(&self) -> Result<EventStream, StoreError> {
+        self.hub().await?.subscribe(self.keys.job_failures()).await
     }
 
     #[tracing::instrument(skip_all, fields(job_id = %id), err)]
