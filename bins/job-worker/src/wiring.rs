@@ -16,6 +16,10 @@ use crate::config::{Config, GeneratorKind};
 use crate::worker::WorkerDeps;
 use bin_support::JsonPackageParser;
 
+/// Jobs whose last live write the worker remembers, so that a build's later writes send only what changed:
+/// a few times the builds a worker runs at once, at about 2 KB each.
+pub const REMEMBERED_JOBS: usize = 1024;
+
 /// Everything `main` runs: the build loop's adapters and the reconciler with its step lock.
 pub struct Wired {
     pub worker: WorkerDeps,
@@ -39,7 +43,9 @@ pub async fn build_all(config: &Config) -> anyhow::Result<Wired> {
     let prefix = config.redis_prefix.clone();
     let pipeline = PipelineDeps {
         repo: Arc::new(PgJobRepository::new(pool)),
-        live: Arc::new(RedisLiveStore::new(redis.clone(), prefix.clone())),
+        live: Arc::new(
+            RedisLiveStore::new(redis.clone(), prefix.clone()).remembering_writes(REMEMBERED_JOBS),
+        ),
         runtime: config.runtime.build()?,
         generator: generator(config)?,
         probe: Arc::new(HttpPreviewProbe::new().context("could not build the preview probe")?),

@@ -296,3 +296,92 @@ async fn only_failed_events_reach_the_failures_feed_of_every_job() {
         .expect("two failures announced");
     assert_eq!(got, vec![event(&a_failed), event(&b_failed)]);
 }
+
+/// A field a whole write would delete (it replaces the hash), and a write of the change alone leaves.
+async fn plant_marker(r: &TestRedis, id: JobId) {
+    let _: () = r
+        .client
+        .hset(Keys::new(&r.prefix).job(id), ("marker", "kept"))
+        .await
+        .unwrap();
+}
+
+async fn marker(r: &TestRedis, id: JobId) -> Option<String> {
+    r.client
+        .hget(Keys::new(&r.prefix).job(id), "marker")
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_remembering_store_sends_only_the_change_and_the_hash_reads_back_whole() {
+    let r = TestRedis::new().await;
+    let store = RedisLiveStore::new(r.client.clone(), &r.prefix).remembering_writes(16);
+    let mut j = job();
+    j.preview_url = Some("https://preview.example".into());
+    store.save(&j).await.unwrap();
+    plant_marker(&r, j.id).await;
+
+    let mut events = store.subscribe(j.id).await.unwrap();
+    let mut next = advanced(&j, JobStatus::Code);
+    next.preview_url = None;
+    next.sandbox_id = Some(SandboxId::try_from("sbx_2").unwrap());
+    store.save_and_publish(&next, &event(&next)).await.unwrap();
+
+    assert_eq!(events.next().await, Some(event(&next)));
+    assert_eq!(store.get(j.id).await.unwrap(), Some(next));
+    assert_eq!(
+        marker(&r, j.id).await.as_deref(),
+        Some("kept"),
+        "written whole"
+    );
+}
+
+#[tokio::test]
+async fn a_hash_not_as_last_written_here_is_written_whole_and_a_newer_one_is_kept() {
+    let r = TestRedis::new().await;
+    let remembering = RedisLiveStore::new(r.client.clone(), &r.prefix).remembering_writes(16);
+    let other = RedisLiveStore::new(r.client.clone(), &r.prefix);
+    let j = job();
+    remembering.save(&j).await.unwrap();
+
+    // Another writer moved the hash on: the change from what was written here would not apply.
+    let theirs = advanced(&j, JobStatus::Starting);
+    other.save(&theirs).await.unwrap();
+    plant_marker(&r, j.id).await;
+    let mine = advanced(&theirs, JobStatus::Scaffold);
+    remembering.save(&mine).await.unwrap();
+    assert_eq!(remembering.get(j.id).await.unwrap(), Some(mine.clone()));
+    assert_eq!(marker(&r, j.id).await, None, "written whole");
+
+    // The hash was lost (a flush): written whole again.
+    let _: () = r.client.del(Keys::new(&r.prefix).job(j.id)).await.unwrap();
+    let later = advanced(&mine, JobStatus::Code);
+    remembering.save(&later).await.unwrap();
+    assert_eq!(remembering.get(j.id).await.unwrap(), Some(later.clone()));
+
+    // A newer record stays, and nothing is published for the older one.
+    let newer = advanced(&later, JobStatus::Deps);
+    other.save(&newer).await.unwrap();
+    let mut events = remembering.subscribe(j.id).await.unwrap();
+    let stale = Job {
+        status: JobStatus::Failed,
+        ..later.clone()
+    };
+    remembering
+        .save_and_publish(&stale, &event(&stale))
+        .await
+        .unwrap();
+    assert_eq!(remembering.get(j.id).await.unwrap(), Some(newer.clone()));
+    let last = advanced(&newer, JobStatus::Checks);
+    remembering
+        .save_and_publish(&last, &event(&last))
+        .await
+        .unwrap();
+    assert_eq!(
+        events.next().await,
+        Some(event(&last)),
+        "the stale event was not published"
+    );
+    assert_eq!(remembering.get(j.id).await.unwrap(), Some(last));
+}

@@ -166,7 +166,10 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
         queue,
         pipeline: PipelineDeps {
             repo: worker_repo,
-            live: Arc::new(RedisLiveStore::new(cx.redis.clone(), cx.prefix)),
+            live: Arc::new(
+                RedisLiveStore::new(cx.redis.clone(), cx.prefix)
+                    .remembering_writes(job_worker::wiring::REMEMBERED_JOBS),
+            ),
             runtime: runtime.clone(),
             generator: Arc::new(InstantGenerator),
             probe: Arc::new(InstantProbe),

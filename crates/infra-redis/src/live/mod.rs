@@ -6,6 +6,7 @@ mod hub;
 mod record;
 mod store;
 mod tracked_entries;
+mod written;
 
 pub use cached::CachedLiveStore;
 

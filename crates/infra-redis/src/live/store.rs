@@ -12,11 +12,18 @@ use tokio::sync::OnceCell;
 use super::event::event_to_json;
 use super::hub::Hub;
 use super::record::{from_fields, revision, to_fields};
+use super::written::{Fields, Written};
 use crate::error::store_err;
 use crate::script::LuaScript;
 use crate::Keys;
 
 static SAVE_JOB: LuaScript = LuaScript::new(include_str!("../lua/save_job.lua"));
+static SAVE_JOB_DIFF: LuaScript = LuaScript::new(include_str!("../lua/save_job_diff.lua"));
+/// The save scripts' answers: written, or a newer record was there (nothing written).
+const STORED: i64 = 1;
+const STORED_NEWER: i64 = 0;
+/// `save_job_diff.lua`'s answer when the hash is not the one the diff was computed from.
+const DIFF_STALE: i64 = 2;
 
 /// The live job store. Cheap to clone; clones share one subscriber connection, opened on the first
 /// [`LiveJobStore::subscribe`] (processes that never subscribe never open it).
@@ -25,6 +32,7 @@ pub struct RedisLiveStore {
     client: Client,
     keys: Keys,
     hub: Arc<OnceCell<Arc<Hub>>>,
+    written: Option<Arc<Written>>,
 }
 
 impl std::fmt::Debug for RedisLiveStore {
@@ -32,6 +40,7 @@ impl std::fmt::Debug for RedisLiveStore {
         f.debug_struct("RedisLiveStore")
             .field("keys", &self.keys)
             .field("subscriber_open", &self.hub.initialized())
+            .field("remembers_writes", &self.written.is_some())
             .finish()
     }
 }
@@ -42,48 +51,124 @@ impl RedisLiveStore {
             client,
             keys: Keys::new(prefix),
             hub: Arc::default(),
+            written: None,
         }
+    }
+
+    /// Remembers what this store last wrote for up to `jobs` jobs, so that a job's next write sends only
+    /// the fields that changed (see [`Written`]). For a process that writes the same jobs again and again:
+    /// the worker, seven writes per build.
+    pub fn remembering_writes(mut self, jobs: usize) -> Self {
+        self.written = Some(Arc::new(Written::new(jobs)));
+        self
     }
 
     pub(super) fn keys(&self) -> &Keys {
         &self.keys
     }
 
-    /// Writes the hash, and publishes `event` in the same script when given. A record older than the stored
-    /// one (by `sandbox_state_version`, then `updated_at`) is neither written nor published: a late writer
-    /// must not roll the live view back, nor make subscribers see a status go backwards.
     /// The process's subscriber connection, opened on first use.
     async fn hub(&self) -> Result<&Arc<Hub>, StoreError> {
         self.hub.get_or_try_init(|| Hub::start(&self.client)).await
     }
 
+    /// Writes the hash, and publishes `event` in the same script when given. A record older than the stored
+    /// one (by `sandbox_state_version`, then `updated_at`) is neither written nor published: a late writer
+    /// must not roll the live view back, nor make subscribers see a status go backwards.
     async fn write(&self, job: &Job, event: Option<&JobEvent>) -> Result<(), StoreError> {
-        let (channel, payload) = match event {
-            Some(e) => (self.keys.job_events(job.id), event_to_json(e)),
-            None => (String::new(), String::new()),
-        };
-        let failures = match event {
-            Some(e) if e.status == JobStatus::Failed => self.keys.job_failures(),
-            _ => String::new(),
-        };
+        let publish = Publish::new(&self.keys, job, event);
         let fields = to_fields(job);
-        let mut args: Vec<Value> = Vec::with_capacity(4 + 2 * fields.len());
-        args.push(revision(job).into());
-        args.push(channel.into());
-        args.push(payload.into());
-        args.push(failures.into());
-        for (name, value) in fields {
-            args.push(name.into());
-            args.push(value.into());
+        let result = self.write_fields(job, &fields, &publish).await;
+        if let Some(written) = &self.written {
+            match result {
+                Ok(STORED) => written.remember(job.id, fields),
+                _ => written.forget(job.id),
+            }
         }
-        let written: i64 = SAVE_JOB
-            .run(&self.client, vec![self.keys.job(job.id)], args)
-            .await
-            .map_err(store_err)?;
-        if written == 0 {
+        if result? == STORED_NEWER {
             tracing::debug!("stored live record is newer; not overwritten");
         }
         Ok(())
+    }
+
+    /// The change alone when this store remembers the hash it last wrote and Redis still holds it, the whole
+    /// hash otherwise. The scripts' answer: stored, or a newer record was there.
+    async fn write_fields(
+        &self,
+        job: &Job,
+        fields: &Fields,
+        publish: &Publish,
+    ) -> Result<i64, StoreError> {
+        let key = self.keys.job(job.id);
+        if let Some(diff) = self.written.as_ref().and_then(|w| w.diff(job.id, fields)) {
+            let mut args: Vec<Value> =
+                Vec::with_capacity(6 + diff.removed.len() + 2 * diff.changed.len());
+            args.push(diff.base_revision.into());
+            args.push(revision(job).into());
+            publish.push_args(&mut args);
+            args.push((diff.removed.len() as i64).into());
+            args.extend(diff.removed.into_iter().map(Value::from));
+            push_fields(&mut args, diff.changed);
+            let answer: i64 = SAVE_JOB_DIFF
+                .run(&self.client, vec![key.clone()], args)
+                .await
+                .map_err(store_err)?;
+            if answer != DIFF_STALE {
+                return Ok(answer);
+            }
+            tracing::debug!("live record is not the one last written here; writing it whole");
+        }
+        let mut args: Vec<Value> = Vec::with_capacity(4 + 2 * fields.len());
+        args.push(revision(job).into());
+        publish.push_args(&mut args);
+        push_fields(&mut args, fields.clone());
+        SAVE_JOB
+            .run(&self.client, vec![key], args)
+            .await
+            .map_err(store_err)
+    }
+}
+
+/// The channels and payload a write publishes: the job's own channel, and the failures channel for a
+/// `failed` event; empty names publish nothing.
+struct Publish {
+    channel: String,
+    payload: String,
+    failures: String,
+}
+
+impl Publish {
+    fn new(keys: &Keys, job: &Job, event: Option<&JobEvent>) -> Self {
+        match event {
+            Some(e) => Self {
+                channel: keys.job_events(job.id),
+                payload: event_to_json(e),
+                failures: if e.status == JobStatus::Failed {
+                    keys.job_failures()
+                } else {
+                    String::new()
+                },
+            },
+            None => Self {
+                channel: String::new(),
+                payload: String::new(),
+                failures: String::new(),
+            },
+        }
+    }
+
+    /// In the order both save scripts take them: channel, payload, second channel.
+    fn push_args(&self, args: &mut Vec<Value>) {
+        args.push(self.channel.as_str().into());
+        args.push(self.payload.as_str().into());
+        args.push(self.failures.as_str().into());
+    }
+}
+
+fn push_fields(args: &mut Vec<Value>, fields: Fields) {
+    for (name, value) in fields {
+        args.push(name.into());
+        args.push(value.into());
     }
 }
 
@@ -129,6 +214,9 @@ impl LiveJobStore for RedisLiveStore {
 
     #[tracing::instrument(skip_all, fields(job_id = %id), err)]
     async fn delete(&self, id: JobId) -> Result<(), StoreError> {
+        if let Some(written) = &self.written {
+            written.forget(id);
+        }
         self.client
             .del::<(), _>(self.keys.job(id))
             .await
