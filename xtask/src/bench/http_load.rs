@@ -1,10 +1,13 @@
-//! The status-read load generator: keep-alive HTTP/1.1 connections on one thread, each sending prebuilt
-//! requests and reading just enough of each response (status line, `Content-Length`, body) to check it.
+//! The load generator: keep-alive HTTP/1.1 connections on one thread, each sending prebuilt requests and
+//! reading just enough of each response (status line, `Content-Length`, body) to check it. It drives the
+//! status reads for a fixed time, and the job submissions once each.
 //!
 //! Built like `redis-benchmark`, its baseline: one event loop and requests formatted once, so that the
 //! generator takes as little as possible of the CPUs it shares with the api-server under test (a full HTTP
 //! client spent about a third of a core at the same rate).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -37,6 +40,26 @@ pub fn get_requests(host: &str, paths: &[String], authorization: &str) -> Vec<Ve
         .collect()
 }
 
+/// `POST {path}` requests with `authorization`, one per JSON body, ready to write as they are.
+pub fn post_json_requests(
+    host: &str,
+    path: &str,
+    authorization: &str,
+    bodies: &[String],
+) -> Vec<Vec<u8>> {
+    bodies
+        .iter()
+        .map(|body| {
+            format!(
+                "POST {path} HTTP/1.1\r\nhost: {host}\r\nauthorization: {authorization}\r\n\
+                 content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        })
+        .collect()
+}
+
 /// Runs `connections` connections to `addr` on a thread of their own until `duration` is up; connection
 /// `n` starts at request `n × len / connections` so that the reads spread over all of them.
 pub async fn run(
@@ -46,6 +69,57 @@ pub async fn run(
     duration: Duration,
 ) -> anyhow::Result<Vec<ConnectionResult>> {
     anyhow::ensure!(!requests.is_empty(), "no requests to send");
+    on_own_thread(async move { drive(&addr, requests, connections, duration).await }).await
+}
+
+/// Sends each request once over up to `connections` keep-alive connections, on a thread of their own, and
+/// returns the responses that were not `expect`, in words. A failed request is not sent again (a POST may
+/// have taken effect); its connection is replaced.
+pub async fn send_each(
+    addr: String,
+    requests: Vec<Vec<u8>>,
+    connections: usize,
+    expect: u16,
+) -> anyhow::Result<Vec<String>> {
+    let connections = connections.clamp(1, requests.len().max(1));
+    on_own_thread(async move {
+        let requests = Arc::new(requests);
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..connections {
+            let (requests, next, addr) = (requests.clone(), next.clone(), addr.clone());
+            tasks.spawn(async move {
+                let mut failures = Vec::new();
+                let mut stream: Option<TcpStream> = None;
+                let mut buf = Vec::with_capacity(8 * 1024);
+                while let Some(request) = requests.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let outcome = tokio::time::timeout(
+                        REQUEST_TIMEOUT,
+                        exchange(&addr, &mut stream, request, &mut buf, expect),
+                    )
+                    .await
+                    .unwrap_or(Err(ExchangeError::TimedOut));
+                    if let Err(error) = outcome {
+                        failures.push(error.to_string());
+                        stream = None;
+                    }
+                }
+                failures
+            });
+        }
+        let mut failures = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            failures.extend(done.context("a load connection panicked")?);
+        }
+        Ok(failures)
+    })
+    .await
+}
+
+/// Runs `work` on a current-thread runtime of its own thread, as redis-benchmark runs one event loop.
+async fn on_own_thread<T: Send + 'static>(
+    work: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+) -> anyhow::Result<T> {
     let (done, result) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("bench-load".into())
@@ -54,9 +128,7 @@ pub async fn run(
                 .enable_all()
                 .build()
                 .context("cannot start the load generator's runtime")
-                .and_then(|runtime| {
-                    runtime.block_on(drive(&addr, requests, connections, duration))
-                });
+                .and_then(|runtime| runtime.block_on(work));
             let _ = done.send(outcome);
         })
         .context("cannot start the load generator's thread")?;
@@ -71,7 +143,7 @@ async fn drive(
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<Vec<ConnectionResult>> {
-    let requests = std::sync::Arc::new(requests);
+    let requests = Arc::new(requests);
     let deadline = Instant::now() + duration;
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..connections {
@@ -108,7 +180,7 @@ async fn connection(
         let sent = Instant::now();
         let ok = tokio::time::timeout(
             REQUEST_TIMEOUT,
-            exchange(addr, &mut stream, request, &mut buf),
+            exchange(addr, &mut stream, request, &mut buf, 200),
         )
         .await
         .is_ok_and(|outcome| outcome.is_ok());
@@ -127,15 +199,30 @@ enum ExchangeError {
     Io,
     Closed,
     Malformed,
-    Status,
+    TimedOut,
+    /// Another status than the one expected, or an empty body.
+    Status(u16),
 }
 
-/// Sends `request` and reads its response into `buf`; Ok only for a complete 200 with a body.
+impl std::fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExchangeError::Io => f.write_str("connection error"),
+            ExchangeError::Closed => f.write_str("connection closed mid-response"),
+            ExchangeError::Malformed => f.write_str("malformed response"),
+            ExchangeError::TimedOut => write!(f, "no response within {REQUEST_TIMEOUT:?}"),
+            ExchangeError::Status(status) => write!(f, "status {status} or an empty body"),
+        }
+    }
+}
+
+/// Sends `request` and reads its response into `buf`; Ok only for a complete `expect` with a body.
 async fn exchange(
     addr: &str,
     stream: &mut Option<TcpStream>,
     request: &[u8],
     buf: &mut Vec<u8>,
+    expect: u16,
 ) -> Result<(), ExchangeError> {
     if stream.is_none() {
         let connected = TcpStream::connect(addr)
@@ -160,10 +247,10 @@ async fn exchange(
     while buf.len() < header_len + body_len {
         read_more(conn, buf).await?;
     }
-    if status == 200 && body_len > 0 {
+    if status == expect && body_len > 0 {
         Ok(())
     } else {
-        Err(ExchangeError::Status)
+        Err(ExchangeError::Status(status))
     }
 }
 
@@ -219,6 +306,16 @@ mod tests {
     #[test]
     fn a_head_without_length_is_malformed() {
         assert!(parse_head(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn posts_carry_their_body_and_its_length() {
+        let built = post_json_requests("h:1", "/p", "Bearer t", &["{\"a\":1}".to_owned()]);
+        assert_eq!(
+            String::from_utf8(built[0].clone()).unwrap(),
+            "POST /p HTTP/1.1\r\nhost: h:1\r\nauthorization: Bearer t\r\n\
+             content-type: application/json\r\ncontent-length: 7\r\n\r\n{\"a\":1}"
+        );
     }
 
     #[test]

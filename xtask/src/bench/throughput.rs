@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use domain::ProjectId;
-use futures::{stream, StreamExt};
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio::process::Command;
 use url::Url;
 
+use super::http_load::{post_json_requests, send_each};
 use super::stats::{micros, Percentiles, OWN_COMMITS};
 
 /// Submissions in flight at once.
@@ -35,44 +35,36 @@ pub struct Run {
     pub failed: i64,
 }
 
-/// Submits `count` jobs round-robin over `projects` with `POST /api/generation/start`.
+/// Submits `count` jobs round-robin over `projects` with `POST /api/generation/start`, from the load
+/// generator's thread (requests formatted before the first is sent, as for the status reads).
 pub async fn submit(
     base: &str,
     token: &str,
     projects: &[ProjectId],
     count: usize,
 ) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("cannot build an HTTP client")?;
-    let url = format!("{base}/api/generation/start");
-    let auth = format!("Bearer {token}");
-    let failures: Vec<String> = stream::iter(0..count)
+    let base = Url::parse(base).with_context(|| format!("bad api-server address {base}"))?;
+    let addr = format!(
+        "{}:{}",
+        base.host_str().unwrap_or("127.0.0.1"),
+        base.port_or_known_default().unwrap_or(80)
+    );
+    let bodies: Vec<String> = (0..count)
         .map(|n| {
-            let body = serde_json::json!({
+            serde_json::json!({
                 "project_id": projects[n % projects.len()].to_string(),
                 "goal": format!("benchmark app number {n}"),
-            });
-            let request = client.post(&url).header("authorization", &auth).json(&body);
-            async move {
-                match request.send().await {
-                    Ok(response) if response.status().as_u16() == 201 => None,
-                    Ok(response) => {
-                        let status = response.status();
-                        Some(format!(
-                            "{status}: {}",
-                            response.text().await.unwrap_or_default()
-                        ))
-                    }
-                    Err(err) => Some(err.to_string()),
-                }
-            }
+            })
+            .to_string()
         })
-        .buffer_unordered(SUBMITTING)
-        .filter_map(|failure| async move { failure })
-        .collect()
-        .await;
+        .collect();
+    let requests = post_json_requests(
+        &addr,
+        "/api/generation/start",
+        &format!("Bearer {token}"),
+        &bodies,
+    );
+    let failures = send_each(addr, requests, SUBMITTING, 201).await?;
     if let Some(first) = failures.first() {
         anyhow::bail!(
             "{} of {count} submissions failed; first: {first}",
