@@ -12,8 +12,9 @@ pub struct Change {
 }
 
 /// The fixes so far. "Before" is the full runs of commit 6a13979 for the first two, runs of d819da9 on the
-/// same machine for the next ones, the five full runs of 25ba476 for the connection change, and the full
-/// runs of c4f34f5 and 37085ee for the last (2 CPUs shared by everything).
+/// same machine for the next ones, the five full runs of 25ba476 for the connection change, the full runs
+/// of c4f34f5 and 37085ee for the sandbox record, quick runs of 6aaafa4 in the same sitting for the cancel
+/// channel, and the six full runs of 6aaafa4's job path for the last (2 CPUs shared by everything).
 pub const CHANGES: &[Change] = &[
     Change {
         what: "the status route's profile (perf, whole system) was flat: kernel TCP on two sockets per request \
@@ -165,6 +166,42 @@ pub const CHANGES: &[Change] = &[
             ("job throughput", "Postgres table scans per job (statements, lower bound)", "12.0–12.5"),
             ("job throughput", "Redis commands per job", "80.0"),
             ("job throughput", "ratio jobs/s ÷ limit", "0.36–0.46"),
+        ],
+    },
+    Change {
+        what: "the ratio still missed in four of six full runs, with jobs/s under 500 in all of them. A \
+               profile of the bench process (worker and submitting client) put a quarter of its CPU in \
+               context switches and a third in the kernel: its cost follows its messages. Each build \
+               subscribed to its job's channel to see a cancel (SUBSCRIBE, a hash read, UNSUBSCRIBE), and so \
+               was sent back every stage event it published itself. A failed event is now also published on \
+               one jobs:failed channel, which each worker follows once and routes to the build it names \
+               (job-worker cancels.rs); the heartbeat stays the fallback. Quick runs of 4,000 jobs, \
+               alternating with the code before: bench and worker 0.65–0.68 ms of CPU per job against \
+               0.78–0.81, Redis 0.39–0.41 against 0.42–0.43",
+        figures: &[
+            ("job throughput", "CPU per job, whole machine", "2.98–3.07 ms"),
+            (
+                "job throughput",
+                "CPU per job by process: Postgres, bench and worker, api-server, Redis",
+                "1.45–1.50 / 0.78–0.81 / 0.18 / 0.42–0.43 ms",
+            ),
+            ("job throughput", "Redis commands per job", "76.0"),
+        ],
+    },
+    Change {
+        what: "Redis's commandstats put its time per job in scripts (13 per job, about 30 µs each), and most \
+               of that in the job-hash save, which deleted the hash and wrote all of its twenty-odd fields on \
+               each of a build's seven writes, where a stage move changes four or five. The worker's store now \
+               remembers the fields it last wrote per job (infra-redis live/written.rs) and sends the change \
+               alone, applied only while the hash still carries the revision it was computed from; anything \
+               else (another writer, a flush, an eviction) is written whole. redis-benchmark on one job hash, \
+               pipelined, in one sitting: 81k–88k full saves/s against 145k–159k saves of a stage move's \
+               change. The bench also submits its jobs from the load generator's thread, prebuilt POSTs over \
+               32 keep-alive connections, instead of reqwest on the worker's runtime",
+        figures: &[
+            ("job throughput", "Redis commands per job", "72.0"),
+            ("job throughput", "jobs/s", "343–424"),
+            ("job throughput", "ratio jobs/s ÷ limit", "0.31–0.59"),
         ],
     },
 ];
