@@ -18,12 +18,11 @@ use crate::script::LuaScript;
 use crate::Keys;
 
 static SAVE_JOB: LuaScript = LuaScript::new(include_str!("../lua/save_job.lua"));
-static SAVE_JOB_DIFF: LuaScript = LuaScript::new(include_str!("../lua/save_job_diff.lua"));
-/// The save scripts' answers: written, or a newer record was there (nothing written).
+/// `save_job.lua`'s answers: written; a newer record was there; a change's base is not the stored hash
+/// (nothing written for either).
 const STORED: i64 = 1;
 const STORED_NEWER: i64 = 0;
-/// `save_job_diff.lua`'s answer when the hash is not the one the diff was computed from.
-const DIFF_STALE: i64 = 2;
+const BASE_MOVED: i64 = 2;
 
 /// The live job store. Cheap to clone; clones share one subscriber connection, opened on the first
 /// [`LiveJobStore::subscribe`] (processes that never subscribe never open it).
@@ -92,7 +91,7 @@ impl RedisLiveStore {
     }
 
     /// The change alone when this store remembers the hash it last wrote and Redis still holds it, the whole
-    /// hash otherwise. The scripts' answer: stored, or a newer record was there.
+    /// hash otherwise. The script's answer: stored, or a newer record was there.
     async fn write_fields(
         &self,
         job: &Job,
@@ -100,33 +99,60 @@ impl RedisLiveStore {
         publish: &Publish,
     ) -> Result<i64, StoreError> {
         let key = self.keys.job(job.id);
+        let revision = revision(job);
         if let Some(diff) = self.written.as_ref().and_then(|w| w.diff(job.id, fields)) {
-            let mut args: Vec<Value> =
-                Vec::with_capacity(6 + diff.removed.len() + 2 * diff.changed.len());
-            args.push(diff.base_revision.into());
-            args.push(revision(job).into());
-            publish.push_args(&mut args);
-            args.push((diff.removed.len() as i64).into());
-            args.extend(diff.removed.into_iter().map(Value::from));
-            push_fields(&mut args, diff.changed);
-            let answer: i64 = SAVE_JOB_DIFF
-                .run(&self.client, vec![key.clone()], args)
-                .await
-                .map_err(store_err)?;
-            if answer != DIFF_STALE {
+            let change = Save {
+                base: diff.base_revision,
+                removed: diff.removed,
+                fields: diff.changed,
+            };
+            let answer = self.save(&key, &revision, publish, change).await?;
+            if answer != BASE_MOVED {
                 return Ok(answer);
             }
             tracing::debug!("live record is not the one last written here; writing it whole");
         }
-        let mut args: Vec<Value> = Vec::with_capacity(4 + 2 * fields.len());
-        args.push(revision(job).into());
-        publish.push_args(&mut args);
-        push_fields(&mut args, fields.clone());
+        let whole = Save {
+            base: String::new(),
+            removed: Vec::new(),
+            fields: fields.clone(),
+        };
+        self.save(&key, &revision, publish, whole).await
+    }
+
+    /// One run of `save_job.lua`.
+    async fn save(
+        &self,
+        key: &str,
+        revision: &str,
+        publish: &Publish,
+        save: Save,
+    ) -> Result<i64, StoreError> {
+        let mut args: Vec<Value> =
+            Vec::with_capacity(6 + save.removed.len() + 2 * save.fields.len());
+        args.push(save.base.into());
+        args.push(revision.into());
+        args.push(publish.channel.as_str().into());
+        args.push(publish.payload.as_str().into());
+        args.push(publish.failures.as_str().into());
+        args.push((save.removed.len() as i64).into());
+        args.extend(save.removed.into_iter().map(Value::from));
+        for (name, value) in save.fields {
+            args.push(name.into());
+            args.push(value.into());
+        }
         SAVE_JOB
-            .run(&self.client, vec![key], args)
+            .run(&self.client, vec![key.to_owned()], args)
             .await
             .map_err(store_err)
     }
+}
+
+/// What one save writes: the whole hash (`base` empty) or the change from the hash at revision `base`.
+struct Save {
+    base: String,
+    removed: Vec<&'static str>,
+    fields: Fields,
 }
 
 /// The channels and payload a write publishes: the job's own channel, and the failures channel for a
@@ -155,20 +181,6 @@ impl Publish {
                 failures: String::new(),
             },
         }
-    }
-
-    /// In the order both save scripts take them: channel, payload, second channel.
-    fn push_args(&self, args: &mut Vec<Value>) {
-        args.push(self.channel.as_str().into());
-        args.push(self.payload.as_str().into());
-        args.push(self.failures.as_str().into());
-    }
-}
-
-fn push_fields(args: &mut Vec<Value>, fields: Fields) {
-    for (name, value) in fields {
-        args.push(name.into());
-        args.push(value.into());
     }
 }
 
