@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use url::Url;
 
 use super::stats::micros;
 
@@ -27,6 +28,16 @@ pub struct ConnectionResult {
     /// Microseconds per request, errors included.
     pub latencies: Vec<u64>,
     pub errors: u64,
+}
+
+/// The `host:port` to connect to for the api-server at `base` (a URL).
+pub fn address(base: &str) -> anyhow::Result<String> {
+    let base = Url::parse(base).with_context(|| format!("bad api-server address {base}"))?;
+    Ok(format!(
+        "{}:{}",
+        base.host_str().unwrap_or("127.0.0.1"),
+        base.port_or_known_default().unwrap_or(80)
+    ))
 }
 
 /// `GET {path}` requests with `authorization`, ready to write as they are.

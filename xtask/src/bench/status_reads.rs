@@ -33,12 +33,7 @@ pub async fn load(
     duration: Duration,
 ) -> anyhow::Result<LoadResult> {
     anyhow::ensure!(!jobs.is_empty(), "no jobs to read");
-    let base = Url::parse(base).with_context(|| format!("bad api-server address {base}"))?;
-    let host = format!(
-        "{}:{}",
-        base.host_str().unwrap_or("127.0.0.1"),
-        base.port_or_known_default().unwrap_or(80)
-    );
+    let host = http_load::address(base)?;
     let paths: Vec<String> = jobs
         .iter()
         .map(|id| format!("/api/generation/{id}/status"))

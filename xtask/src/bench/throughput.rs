@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use tokio::process::Command;
 use url::Url;
 
-use super::http_load::{post_json_requests, send_each};
+use super::http_load::{address, post_json_requests, send_each};
 use super::stats::{micros, Percentiles, OWN_COMMITS};
 
 /// Submissions in flight at once.
@@ -43,12 +43,7 @@ pub async fn submit(
     projects: &[ProjectId],
     count: usize,
 ) -> anyhow::Result<()> {
-    let base = Url::parse(base).with_context(|| format!("bad api-server address {base}"))?;
-    let addr = format!(
-        "{}:{}",
-        base.host_str().unwrap_or("127.0.0.1"),
-        base.port_or_known_default().unwrap_or(80)
-    );
+    let addr = address(base)?;
     let bodies: Vec<String> = (0..count)
         .map(|n| {
             serde_json::json!({

@@ -12,7 +12,7 @@ use tokio::sync::OnceCell;
 use super::event::event_to_json;
 use super::hub::Hub;
 use super::record::{from_fields, revision, to_fields};
-use super::written::{Fields, Written};
+use super::written::{Diff, Fields, Written};
 use crate::error::store_err;
 use crate::script::LuaScript;
 use crate::Keys;
@@ -77,82 +77,62 @@ impl RedisLiveStore {
     async fn write(&self, job: &Job, event: Option<&JobEvent>) -> Result<(), StoreError> {
         let publish = Publish::new(&self.keys, job, event);
         let fields = to_fields(job);
-        let result = self.write_fields(job, &fields, &publish).await;
-        if let Some(written) = &self.written {
-            match result {
-                Ok(STORED) => written.remember(job.id, fields),
-                _ => written.forget(job.id),
+        let answer = match &self.written {
+            None => self.save(job, &publish, Diff::whole(fields)).await?,
+            Some(written) => {
+                let result = self.save_remembered(written, job, &publish, &fields).await;
+                match result {
+                    Ok(STORED) => written.remember(job.id, fields),
+                    _ => written.forget(job.id),
+                }
+                result?
             }
-        }
-        if result? == STORED_NEWER {
+        };
+        if answer == STORED_NEWER {
             tracing::debug!("stored live record is newer; not overwritten");
         }
         Ok(())
     }
 
-    /// The change alone when this store remembers the hash it last wrote and Redis still holds it, the whole
-    /// hash otherwise. The script's answer: stored, or a newer record was there.
-    async fn write_fields(
+    /// The change alone when Redis still holds the hash last written here, the whole hash otherwise. The
+    /// script's answer: stored, or a newer record was there.
+    async fn save_remembered(
         &self,
+        written: &Written,
         job: &Job,
-        fields: &Fields,
         publish: &Publish,
+        fields: &Fields,
     ) -> Result<i64, StoreError> {
-        let key = self.keys.job(job.id);
-        let revision = revision(job);
-        if let Some(diff) = self.written.as_ref().and_then(|w| w.diff(job.id, fields)) {
-            let change = Save {
-                base: diff.base_revision,
-                removed: diff.removed,
-                fields: diff.changed,
-            };
-            let answer = self.save(&key, &revision, publish, change).await?;
+        if let Some(change) = written.diff(job.id, fields) {
+            let answer = self.save(job, publish, change).await?;
             if answer != BASE_MOVED {
                 return Ok(answer);
             }
             tracing::debug!("live record is not the one last written here; writing it whole");
         }
-        let whole = Save {
-            base: String::new(),
-            removed: Vec::new(),
-            fields: fields.clone(),
-        };
-        self.save(&key, &revision, publish, whole).await
+        self.save(job, publish, Diff::whole(fields.clone())).await
     }
 
     /// One run of `save_job.lua`.
-    async fn save(
-        &self,
-        key: &str,
-        revision: &str,
-        publish: &Publish,
-        save: Save,
-    ) -> Result<i64, StoreError> {
+    async fn save(&self, job: &Job, publish: &Publish, diff: Diff) -> Result<i64, StoreError> {
         let mut args: Vec<Value> =
-            Vec::with_capacity(6 + save.removed.len() + 2 * save.fields.len());
-        args.push(save.base.into());
-        args.push(revision.into());
+            Vec::with_capacity(6 + diff.removed.len() + 2 * diff.changed.len());
+        args.push(diff.base_revision.into());
+        args.push(revision(job).into());
         args.push(publish.channel.as_str().into());
         args.push(publish.payload.as_str().into());
         args.push(publish.failures.as_str().into());
-        args.push((save.removed.len() as i64).into());
-        args.extend(save.removed.into_iter().map(Value::from));
-        for (name, value) in save.fields {
+        args.push((diff.removed.len() as i64).into());
+        args.extend(diff.removed.into_iter().map(Value::from));
+        for (name, value) in diff.changed {
             args.push(name.into());
             args.push(value.into());
         }
         SAVE_JOB
-            .run(&self.client, vec![key.to_owned()], args)
+            .run(&self.client, vec![self.keys.job(job.id)], args)
             .await
             .map_err(store_err)
     }
-}
-
-/// What one save writes: the whole hash (`base` empty) or the change from the hash at revision `base`.
-struct Save {
-    base: String,
-    removed: Vec<&'static str>,
-    fields: Fields,
 }
 
 /// The channels and payload a write publishes: the job's own channel, and the failures channel for a

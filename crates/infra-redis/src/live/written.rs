@@ -23,15 +23,26 @@ pub(crate) struct Written {
     jobs: Mutex<HashMap<JobId, Fields>>,
 }
 
-/// The change from what was written to what is to be written.
+/// The change from what was written to what is to be written; with no base, the whole hash.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Diff {
-    /// The revision the hash must still carry for the diff to apply.
+    /// The revision the hash must still carry for the diff to apply; empty for the whole hash.
     pub base_revision: String,
     /// Fields that were written and are now absent (a value cleared).
     pub removed: Vec<&'static str>,
     /// Fields new or different, the revision always among them.
     pub changed: Fields,
+}
+
+impl Diff {
+    /// All of `fields`, replacing whatever the hash holds.
+    pub(crate) fn whole(fields: Fields) -> Self {
+        Self {
+            base_revision: String::new(),
+            removed: Vec::new(),
+            changed: fields,
+        }
+    }
 }
 
 impl Written {
