@@ -1,9 +1,10 @@
 //! `GET /api/generation/{job_id}/events`: the job's transitions as Server-Sent Events.
 //!
 //! The subscription is made before the current state is read, so a transition published in between is
-//! delivered (possibly after a snapshot that already shows it) rather than lost. The first event is the
-//! current state; the stream closes after a ready or failed event, when the client goes away (the stream
-//! is dropped with the connection) and when the server shuts down.
+//! delivered (possibly after a snapshot that already shows it) rather than lost; stages published before
+//! the snapshot's, still in the subscription's buffer, are dropped so the stream never goes back. The first
+//! event is the current state; the stream closes after a ready or failed event, when the client goes away
+//! (the stream is dropped with the connection) and when the server shuts down.
 
 use std::convert::Infallible;
 
@@ -51,6 +52,9 @@ pub async fn events(
     let first = snapshot_event(&job);
     let finished = first.is_final();
 
+    // Events already behind the snapshot come first in the buffer, if at all: drop that leading run only.
+    let shown = first.status;
+    let live = live.skip_while(move |e| future::ready(e.status.precedes_in_build(shown)));
     // Ends right after a final event, without waiting for another one to arrive.
     let rest = stream::unfold((live, finished), |(mut live, done)| async move {
         if done {

@@ -87,6 +87,22 @@ impl JobStatus {
         self.next().is_empty()
     }
 
+    /// Whether `later` follows this status on a build's way from starting to ready: the stage order a
+    /// stream of events must not go back against.
+    pub fn precedes_in_build(self, later: JobStatus) -> bool {
+        let mut at = self;
+        while at.is_building() {
+            match at.next().iter().find(|s| **s != JobStatus::Failed) {
+                Some(&next) => at = next,
+                None => return false,
+            }
+            if at == later {
+                return true;
+            }
+        }
+        false
+    }
+
     /// A worker holds the job (it has left the queue and has not finished).
     pub fn is_building(self) -> bool {
         matches!(
@@ -119,6 +135,19 @@ impl fmt::Display for JobStatus {
 #[cfg(test)]
 mod tests {
     use super::JobStatus::{self, *};
+
+    #[test]
+    fn the_build_stages_precede_one_another_in_order_only() {
+        assert!(Starting.precedes_in_build(Scaffold));
+        assert!(Scaffold.precedes_in_build(Ready));
+        assert!(!Deps.precedes_in_build(Code));
+        assert!(!Deps.precedes_in_build(Deps));
+        // Outside the stages: the queue, a failure, a requeue.
+        assert!(!Queued.precedes_in_build(Starting));
+        assert!(!Code.precedes_in_build(Failed));
+        assert!(!Deps.precedes_in_build(Queued));
+        assert!(!Ready.precedes_in_build(Ready));
+    }
 
     const ALLOWED: &[(JobStatus, JobStatus)] = &[
         (Queued, Starting),
