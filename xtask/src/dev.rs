@@ -19,7 +19,7 @@ use crate::services::{self, ensure_postgres, ensure_redis};
 use crate::workspace::{
     cargo_command, env_or, target_dir, DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL,
 };
-use crate::{migrate, run, token};
+use crate::{migrate, node, run, token};
 
 const DEFAULT_API_ADDR: &str = "127.0.0.1:8000";
 const DEV_SECRET: &str = "slipway-dev-secret";
@@ -28,6 +28,10 @@ const STOP_DEADLINE: Duration = Duration::from_secs(30);
 const BINARIES: [&str; 2] = ["api-server", "job-worker"];
 
 pub async fn run() -> anyhow::Result<ExitCode> {
+    // Local sandboxes run npm and node here; E2B's run them in the provider's template.
+    if env_or("SANDBOX_RUNTIME", "local") == "local" {
+        node::require_node_and_npm().await?;
+    }
     let database_url = services::parse_url(
         "DATABASE_URL",
         &env_or("DATABASE_URL", DEFAULT_DATABASE_URL),

@@ -5,7 +5,8 @@
 //! - `test [ARGS]`: make sure Postgres and Redis are there (starting private ones if not), then run the
 //!   workspace's tests.
 //! - `ci`: formatting, clippy and `test`, as CI runs them.
-//! - `dev`: services, schema, and both binaries running locally, with a ready-to-use dev token.
+//! - `dev`: services, schema, and both binaries running locally, with a ready-to-use dev token (local
+//!   sandboxes need Node.js: it stops with one line saying what to install when node or npm is missing).
 //! - `bench [--quick]`: the benchmark of issue 7; writes `target/bench/report.md` and `report.json`.
 //!
 //! Every command prints one `error: …` line and exits non-zero when it fails.
@@ -13,6 +14,7 @@
 mod bench;
 mod dev;
 mod migrate;
+mod node;
 mod run;
 mod services;
 mod test;

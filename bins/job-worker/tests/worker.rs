@@ -337,17 +337,10 @@ async fn a_cancel_stops_the_build_within_seconds_not_at_the_next_heartbeat(pool:
 }
 
 /// The real thing, minus E2B: the local runtime runs the template app with node, the HTTP probe waits for
-/// it, and the sandbox is paused (SIGSTOP) after READY. Skipped where node is not installed.
+/// it, and the sandbox is paused (SIGSTOP) after READY. Needs node (a prerequisite: it fails without).
 #[sqlx::test(migrator = "infra_pg::MIGRATOR")]
 async fn a_job_builds_for_real_on_the_local_runtime(pool: PgPool) {
-    if std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("node is not installed; skipped");
-        return;
-    }
+    support::require_node();
     let env = Env::new(pool).await;
     let root = std::env::temp_dir().join(format!("slipway-worker-test-{}", uuid::Uuid::new_v4()));
     let runtime = infra_local::LocalRuntime::new(root.clone()).unwrap();

@@ -55,7 +55,11 @@ async fn the_template_server_is_valid_javascript_for_any_goal() {
         .status()
         .await;
     std::fs::remove_dir_all(&dir).unwrap();
-    assert!(status.unwrap().success());
+    let status = status.expect(
+        "node is not installed: this test runs `node --check`; install Node.js 18 or later \
+         (`apt-get install nodejs npm`)",
+    );
+    assert!(status.success());
 }
 
 #[tokio::test]

@@ -12,13 +12,12 @@ use domain::usecases::reconcile::ReconcileConfig;
 use domain::{Job, JobId, JobStatus, PausePolicy, ProjectId, SandboxState, UserId};
 use infra_local::e2b_server::FaultConfig;
 
-use crate::harness::{node_missing, Harness, Provider};
+use crate::harness::{Harness, Provider};
+use crate::support::require_node;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_paused_behind_our_back_is_detected() {
-    if node_missing() {
-        return;
-    }
+    require_node();
     let h = Harness::new(Provider::E2b).await;
     let (job, _) = h.build_ready("user_drift", PausePolicy::Never).await;
     let sandbox = job.sandbox_id.clone().expect("sandbox recorded");
@@ -104,9 +103,7 @@ async fn fail(h: &Harness, job: &Job) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaked_sandbox_is_killed() {
-    if node_missing() {
-        return;
-    }
+    require_node();
     let h = Harness::new(Provider::E2b).await;
     let user = UserId::try_from("user_leaks").unwrap();
     // A READY job's sandbox is needed: it must survive.

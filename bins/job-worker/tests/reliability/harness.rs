@@ -306,15 +306,3 @@ pub async fn stop_workers(
             .expect("the worker ends cleanly");
     }
 }
-
-/// Skips a test that runs real apps when node is missing.
-pub fn node_missing() -> bool {
-    let missing = std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_err();
-    if missing {
-        eprintln!("node is not installed; skipped");
-    }
-    missing
-}

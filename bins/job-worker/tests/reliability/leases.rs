@@ -13,8 +13,8 @@ use domain::{Job, JobId, JobStatus, PausePolicy, SandboxId, SandboxState};
 use tokio_util::sync::CancellationToken;
 
 use crate::fakes::BlockingGenerator;
-use crate::harness::{node_missing, stop_workers, Harness, Provider, WAIT};
-use crate::support::eventually;
+use crate::harness::{stop_workers, Harness, Provider, WAIT};
+use crate::support::{eventually, require_node};
 
 const LEASE_TTL: Duration = Duration::from_secs(1);
 
@@ -70,9 +70,7 @@ async fn recover(reconciler: &Reconciler) -> LeaseReport {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_whose_worker_died_is_requeued_with_its_old_sandbox_killed_and_rebuilt() {
-    if node_missing() {
-        return;
-    }
+    require_node();
     let h = Harness::new(Provider::Local).await;
     let id = h.submit("user_crash").await;
     let (_, old_sandbox) = build_and_die(&h, id).await;

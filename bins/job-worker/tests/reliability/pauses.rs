@@ -9,14 +9,12 @@ use domain::usecases::reconcile::ReconcileConfig;
 use domain::{JobStatus, PausePolicy, SandboxState};
 use infra_local::e2b_server::FaultConfig;
 
-use crate::harness::{node_missing, Harness, Provider, WAIT};
-use crate::support::eventually;
+use crate::harness::{Harness, Provider, WAIT};
+use crate::support::{eventually, require_node};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_pause_is_retried_until_it_succeeds() {
-    if node_missing() {
-        return;
-    }
+    require_node();
     let h = Harness::new(Provider::E2b).await;
     let always_fail = FaultConfig {
         pause_fail_ratio: 1.0,

@@ -10,16 +10,14 @@ use infra_redis::RedisStepLock;
 use tokio_util::sync::CancellationToken;
 
 use crate::fakes::GatedGenerator;
-use crate::harness::{node_missing, stop_workers, Harness, Provider, WAIT};
-use crate::support::eventually;
+use crate::harness::{stop_workers, Harness, Provider, WAIT};
+use crate::support::{eventually, require_node};
 
 const JOBS: usize = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_redis_in_the_middle_of_work_loses_no_job() {
-    if node_missing() {
-        return;
-    }
+    require_node();
     let h = Harness::new(Provider::Local).await;
     let mut jobs = Vec::new();
     for n in 0..JOBS {
@@ -95,9 +93,7 @@ async fn losing_redis_in_the_middle_of_work_loses_no_job() {
 /// are built again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_redis_during_builds_loses_no_job() {
-    if node_missing() {
-        return;
-    }
+    require_node();
     let h = Harness::new(Provider::Local).await;
     let jobs = [h.submit("user_a").await, h.submit("user_b").await];
     let generator = Arc::new(GatedGenerator::closed());

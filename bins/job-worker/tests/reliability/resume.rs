@@ -9,7 +9,8 @@ use domain::{JobStatus, PausePolicy, SandboxState, UserId};
 use infra_e2b::HttpPreviewProbe;
 use infra_local::e2b_server::FaultConfig;
 
-use crate::harness::{node_missing, Harness, Provider};
+use crate::harness::{Harness, Provider};
+use crate::support::require_node;
 
 const PAUSED: BuildOutcome = BuildOutcome::Ready {
     paused: true,
@@ -28,9 +29,7 @@ async fn concurrent_resumes_share_one_through_the_e2b_client() {
 }
 
 async fn concurrent_resumes_share_one_on(provider: Provider) {
-    if node_missing() {
-        return;
-    }
+    require_node();
     let h = Harness::new(provider).await;
     let (job, outcome) = h.build_ready("user_resume", PausePolicy::Immediate).await;
     assert_eq!(outcome, PAUSED);
@@ -75,9 +74,7 @@ async fn concurrent_resumes_share_one_on(provider: Provider) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_an_expired_sandbox_is_sandbox_expired_and_marks_it_expired() {
-    if node_missing() {
-        return;
-    }
+    require_node();
     let h = Harness::new(Provider::E2b).await;
     let (job, outcome) = h.build_ready("user_expired", PausePolicy::Immediate).await;
     assert_eq!(outcome, PAUSED);

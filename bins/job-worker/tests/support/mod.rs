@@ -201,3 +201,17 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Fails the test at once, saying what to install, when `node` is not on the PATH: the local runtime runs
+/// the template app with it, and Node.js is a prerequisite of Slipway (README, Quick start).
+pub fn require_node() {
+    let found = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    assert!(
+        found,
+        "node is not installed: this test runs a real app; install Node.js 18 or later \
+         (`apt-get install nodejs npm`)"
+    );
+}
