@@ -4,12 +4,15 @@
 //!
 //! Every multi-step change is one Lua script, so it is atomic and two processes cannot interleave inside it.
 //! Keys are built once, in [`Keys`], under a configurable prefix, with hash tags so that every multi-key
-//! script touches a single Redis Cluster slot.
+//! script touches a single Redis Cluster slot. `connect` takes `redis-cluster://` URLs as well; with the
+//! `local-cluster` feature, `LocalCluster` starts a three-node cluster on loopback for tests.
 
 mod config;
 mod error;
 mod keys;
 mod live;
+#[cfg(feature = "local-cluster")]
+mod local_cluster;
 mod lock;
 mod queue;
 mod script;
@@ -19,6 +22,8 @@ pub use config::{connect, ConnectError, RedisConfig};
 pub use fred::prelude::Client;
 pub use keys::Keys;
 pub use live::{event_from_json, event_to_json, CacheStats, CachedLiveStore, RedisLiveStore};
+#[cfg(feature = "local-cluster")]
+pub use local_cluster::{LocalCluster, LocalClusterError};
 pub use lock::RedisStepLock;
 pub use queue::RedisQueue;
 pub use usage::RedisUsage;

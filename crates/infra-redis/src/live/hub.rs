@@ -7,7 +7,8 @@
 //!
 //! fred (10.1) resolves SUBSCRIBE as soon as the command is queued and drops Redis's confirmation, so a
 //! subscribe is fenced by a PING on the same connection: Redis answers a connection's commands in order,
-//! so the PONG means the subscription is in effect and no event published after it can be missed.
+//! so the PONG means the subscription is in effect and no event published after it can be missed. On a
+//! Redis Cluster the PING is sent to the node that got the SUBSCRIBE (see `Hub::fence`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,8 +16,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use domain::ports::{EventStream, StoreError};
 use domain::JobEvent;
 use fred::clients::SubscriberClient;
+use fred::clients::WithOptions;
 use fred::prelude::{Client, ClientLike, EventInterface, PubsubInterface, Value};
-use fred::types::Message;
+use fred::types::config::Options;
+use fred::types::{ClusterHash, Message};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -112,7 +115,7 @@ impl Hub {
                     .subscribe(name.as_str())
                     .await
                     .map_err(store_err)?;
-                let _pong: Value = self.subscriber.ping(None).await.map_err(store_err)?;
+                let _pong: Value = self.fence().ping(None).await.map_err(store_err)?;
                 *subscribed = true;
             }
         }
@@ -128,6 +131,19 @@ impl Hub {
             }
         });
         Ok(Box::pin(stream))
+    }
+}
+
+impl Hub {
+    /// The subscriber connection SUBSCRIBE went to. fred sends a cluster's (non-sharded) SUBSCRIBEs to the
+    /// node owning the slot of the client's id, and commands without a key to any node: the fencing PING
+    /// must go the same way, or its answer says nothing about the subscription.
+    fn fence(&self) -> WithOptions<SubscriberClient> {
+        let slot = fred::util::redis_keyslot(self.subscriber.id().as_bytes());
+        self.subscriber.with_options(&Options {
+            cluster_hash: Some(ClusterHash::Custom(slot)),
+            ..Options::default()
+        })
     }
 }
 
