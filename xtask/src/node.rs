@@ -13,9 +13,9 @@ const INSTALL: &str = "install Node.js 18 or later with npm (`apt-get install no
 /// `Ok` when `node` (at least [`MIN_NODE_MAJOR`]) and `npm` answer `--version`; otherwise the one line to
 /// print.
 pub async fn require_node_and_npm() -> anyhow::Result<()> {
-    let node = version_of("node")
-        .await
-        .ok_or_else(|| anyhow::anyhow!("node is not on the PATH: local sandboxes run it; {INSTALL}"))?;
+    let node = version_of("node").await.ok_or_else(|| {
+        anyhow::anyhow!("node is not on the PATH: local sandboxes run it; {INSTALL}")
+    })?;
     match major(&node) {
         Some(major) if major >= MIN_NODE_MAJOR => {}
         _ => anyhow::bail!("node {node} is too old for local sandboxes; {INSTALL}"),

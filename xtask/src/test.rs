@@ -1,7 +1,10 @@
-//! `cargo xtask test [ARGS]` and `cargo xtask ci`: the workspace's tests against real Postgres and Redis.
+//! `cargo xtask test [ARGS]` and `cargo xtask ci`: the workspace's tests against real Postgres and Redis,
+//! then the end-to-end suite again on a three-node Redis Cluster.
 //!
 //! Tests make their own databases (sqlx::test style) and Redis key prefixes, so DATABASE_URL only has to
-//! name a server and a database to connect to first: by default the `postgres` database.
+//! name a server and a database to connect to first: by default the `postgres` database. The cluster is
+//! the one `REDIS_CLUSTER_URL` names, or a private one; infra-redis's cluster tests get it through that
+//! variable, and the second e2e run as its `REDIS_URL`.
 
 use std::process::{ExitCode, Stdio};
 
@@ -9,7 +12,7 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::Postgres;
 
 use crate::run;
-use crate::services::{self, ensure_postgres, ensure_redis};
+use crate::services::{self, ensure_postgres, ensure_redis, ensure_redis_cluster};
 use crate::workspace::{cargo_command, env_or, DEFAULT_REDIS_URL};
 
 /// Where tests connect first when DATABASE_URL is unset.
@@ -17,7 +20,8 @@ const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/post
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
-    /// Passed to `cargo nextest run` (or `cargo test`), e.g. `-p domain` or a test name filter.
+    /// Passed to `cargo nextest run` (or `cargo test`), e.g. `-p domain` or a test name filter. With none,
+    /// the e2e suite then runs a second time on the Redis Cluster.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
 }
@@ -28,8 +32,13 @@ pub async fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         &env_or("DATABASE_URL", DEFAULT_TEST_DATABASE_URL),
     )?;
     let redis_url = services::parse_url("REDIS_URL", &env_or("REDIS_URL", DEFAULT_REDIS_URL))?;
+    let cluster_url = match std::env::var("REDIS_CLUSTER_URL") {
+        Ok(value) if !value.is_empty() => Some(services::parse_url("REDIS_CLUSTER_URL", &value)?),
+        _ => None,
+    };
     let postgres = ensure_postgres(&database_url).await?;
     let redis = ensure_redis(&redis_url).await?;
+    let cluster = ensure_redis_cluster(cluster_url.as_ref()).await?;
     let url = postgres.url().as_str();
     let exists = Postgres::database_exists(url)
         .await
@@ -39,24 +48,53 @@ pub async fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             .await
             .map_err(|err| services::postgres_error(postgres.url(), &err))?;
     }
-    eprintln!("xtask: {}", postgres.describe());
-    eprintln!("xtask: {}", redis.describe());
+    for service in [&postgres, &redis, &cluster] {
+        eprintln!("xtask: {}", service.describe());
+    }
 
-    let mut command = cargo_command();
     let nextest = has_nextest().await;
+    let env = [
+        ("DATABASE_URL", postgres.url().as_str()),
+        ("REDIS_URL", redis.url().as_str()),
+        ("REDIS_CLUSTER_URL", cluster.url().as_str()),
+    ];
+    let mut status = run_tests(nextest, &args.args, &env).await?;
+    if status.success() && args.args.is_empty() {
+        eprintln!(
+            "xtask: the e2e suite again, on the Redis Cluster (REDIS_URL={})",
+            services::redact(cluster.url())
+        );
+        let on_cluster = [
+            ("DATABASE_URL", postgres.url().as_str()),
+            ("REDIS_URL", cluster.url().as_str()),
+            ("REDIS_CLUSTER_URL", cluster.url().as_str()),
+        ];
+        status = run_tests(nextest, &["-p".to_owned(), "e2e".to_owned()], &on_cluster).await?;
+    }
+    // Stopped before returning so that the runner's summary stays the last thing printed.
+    drop(cluster);
+    drop(redis);
+    drop(postgres);
+    Ok(run::exit_code(status))
+}
+
+/// One run of the test runner with `args` and these service URLs in its environment.
+async fn run_tests(
+    nextest: bool,
+    args: &[String],
+    env: &[(&str, &str)],
+) -> anyhow::Result<std::process::ExitStatus> {
+    let mut command = cargo_command();
     if nextest {
         command.args(["nextest", "run"]);
     } else {
         command.arg("test");
     }
     // `--workspace` would override a package selection given by the caller.
-    if !selects_packages(&args.args) {
+    if !selects_packages(args) {
         command.arg("--workspace");
     }
-    command
-        .args(&args.args)
-        .env("DATABASE_URL", postgres.url().as_str())
-        .env("REDIS_URL", redis.url().as_str());
+    command.args(args).envs(env.iter().copied());
     if nextest && std::env::var_os("CI").is_some() && std::env::var_os("NEXTEST_PROFILE").is_none()
     {
         command.env("NEXTEST_PROFILE", "ci");
@@ -66,11 +104,7 @@ pub async fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     } else {
         "cargo test"
     };
-    let status = run::status(command, runner).await?;
-    // Stopped before returning so that the runner's summary stays the last thing printed.
-    drop(redis);
-    drop(postgres);
-    Ok(run::exit_code(status))
+    run::status(command, runner).await
 }
 
 /// What CI runs: formatting, clippy with warnings denied, then the tests.

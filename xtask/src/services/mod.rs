@@ -1,12 +1,13 @@
-//! Postgres and Redis for `test`, `dev` and `bench`: use the configured server when it answers, otherwise
-//! start a private one from the installed server binaries and stop it again when the returned
-//! [`Service`] is dropped.
+//! Postgres and Redis for `test`, `dev` and `bench` (and a Redis Cluster for `test`): use the configured
+//! server when it answers, otherwise start a private one from the installed server binaries and stop it
+//! again when the returned [`Service`] is dropped.
 //!
 //! Private servers live under `target/services/` (Postgres' data directory is kept between runs so that
 //! `initdb` runs once; nothing is stored that a later run needs).
 
 mod postgres;
 mod redis;
+mod redis_cluster;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use url::Url;
 
 pub use postgres::{describe_postgres_error, ensure_postgres, postgres_error};
 pub use redis::ensure_redis;
+pub use redis_cluster::ensure_redis_cluster;
 
 /// A server xtask uses: its URL and, when xtask started it, the guard that stops it on drop.
 pub struct Service {

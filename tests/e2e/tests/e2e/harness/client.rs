@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use fred::prelude::{ClientLike, KeysInterface};
-use futures::TryStreamExt;
+use fred::prelude::ClientLike;
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 
@@ -186,15 +185,7 @@ impl TestApp {
         let client = infra_redis::connect(&redis_url())
             .await
             .expect("redis is reachable");
-        let keys: Vec<_> = client
-            .scan_buffered(format!("{}:*", self.prefix), Some(500), None)
-            .try_collect()
-            .await
-            .expect("scan");
-        let n = keys.len();
-        for key in keys {
-            let _: () = client.del(key).await.expect("del");
-        }
+        let n = super::delete_prefix(&client, &self.prefix).await;
         let _ = client.quit().await;
         n
     }

@@ -5,7 +5,7 @@
 //! workers then share one `LocalRuntime` (a root has one owner per process), and `Options::fast_reconcile`
 //! tunes the reconciler beyond what the configuration offers. Each worker runs in its own tokio runtime, so
 //! a test can crash one. Everything is removed at the end, also after a panic. Logs are quiet unless
-//! `TEST_LOG` is set.
+//! `TEST_LOG` is set. `REDIS_URL` may name a single Redis or a Redis Cluster.
 
 mod apps;
 mod client;
@@ -96,6 +96,8 @@ fn database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// `redis://…` for a single Redis or `redis-cluster://…` for a cluster: `cargo xtask test` runs the suite
+/// on both.
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
@@ -256,14 +258,7 @@ impl Drop for TestApp {
                 let client = infra_redis::connect(&redis_url())
                     .await
                     .expect("redis is reachable");
-                let keys: Vec<_> = client
-                    .scan_buffered(format!("{prefix}:*"), Some(500), None)
-                    .try_collect()
-                    .await
-                    .expect("scan");
-                for key in keys {
-                    let _: () = client.del(key).await.expect("del");
-                }
+                delete_prefix(&client, &prefix).await;
                 let _ = client.quit().await;
             });
         })
@@ -275,6 +270,29 @@ impl Drop for TestApp {
             );
         }
     }
+}
+
+/// Deletes every key under `prefix` and returns how many there were. On a Redis Cluster every node is
+/// scanned (a plain SCAN sees one), and keys are deleted one by one (a DEL of several must stay in a slot).
+async fn delete_prefix(client: &infra_redis::Client, prefix: &str) -> usize {
+    let pattern = format!("{prefix}:*");
+    let keys: Vec<_> = if client.is_clustered() {
+        client
+            .scan_cluster_buffered(pattern, Some(500), None)
+            .try_collect()
+            .await
+    } else {
+        client
+            .scan_buffered(pattern, Some(500), None)
+            .try_collect()
+            .await
+    }
+    .expect("scan");
+    let n = keys.len();
+    for key in keys {
+        let _: () = client.del(key).await.expect("del");
+    }
+    n
 }
 
 /// Polls `cond` until it holds (`true`) or `deadline` passes (`false`).
