@@ -145,6 +145,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let token = state.shutdown.clone();
+    metrics::register();
     let app = router(state);
     tracing::info!(addr = %listener.local_addr()?, "api-server listening");
     axum::serve(listener, app)

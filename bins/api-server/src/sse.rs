@@ -71,8 +71,13 @@ pub async fn events(
         } else {
             rest
         })
-        .take_until(state.shutdown.clone().cancelled_owned())
-        .map(|e| Ok::<_, Infallible>(Event::default().data(infra_redis::event_to_json(&e))));
+        .take_until(state.shutdown.clone().cancelled_owned());
+    // Counted open until the response body, and with it this stream, is dropped.
+    let open = crate::metrics::OpenStream::new(crate::metrics::EVENTS_STREAM);
+    let events = events.map(move |e| {
+        let _open = &open;
+        Ok::<_, Infallible>(Event::default().data(infra_redis::event_to_json(&e)))
+    });
 
     let sse = Sse::new(events).keep_alive(
         KeepAlive::new()

@@ -59,7 +59,7 @@ pub(crate) async fn run_leased(
             &lease_lost,
         );
         let (outcome, ()) = tokio::join!(build, beat);
-        record_metrics(&outcome);
+        crate::metrics::build_finished(&outcome);
         finish(
             deps.queue.as_ref(),
             &lease,
@@ -141,22 +141,5 @@ pub(crate) async fn release(queue: &dyn JobQueue, lease: &Lease) {
     match queue.release(lease).await {
         Ok(()) => tracing::info!("lease released; the job is back in the queue"),
         Err(error) => tracing::warn!(error = %error, "could not release the lease; it will expire"),
-    }
-}
-
-fn record_metrics(outcome: &BuildOutcome) {
-    let label = match outcome {
-        BuildOutcome::Ready { .. } => "ready",
-        BuildOutcome::Failed { .. } => "failed",
-        BuildOutcome::Cancelled => "cancelled",
-        BuildOutcome::Lost { .. } => "lost",
-        BuildOutcome::Interrupted { .. } => "interrupted",
-    };
-    metrics::counter!("slipway_builds_total", "outcome" => label).increment(1);
-    if let BuildOutcome::Ready {
-        pause_failed: true, ..
-    } = outcome
-    {
-        metrics::counter!("slipway_pause_failures_total").increment(1);
     }
 }

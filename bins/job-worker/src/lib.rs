@@ -9,14 +9,17 @@
 mod cancels;
 pub mod config;
 mod job;
+pub mod metrics;
 pub mod metrics_server;
 mod reconciler;
+mod stage_timer;
 pub mod wiring;
 mod worker;
 
 pub use bin_support::{init_telemetry, JsonPackageParser};
 pub use config::Config;
 pub use reconciler::run_reconciler;
+pub use stage_timer::StageTimer;
 pub use worker::{run, WorkerDeps, WorkerSettings};
 
 use tokio_util::sync::CancellationToken;

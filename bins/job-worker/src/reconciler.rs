@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use domain::ports::StepLock;
-use domain::usecases::reconcile::{Reconciler, RunReport, StepRun};
+use domain::usecases::reconcile::{step, Reconciler, RunReport, StepRun};
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{change, drift, CHANGES, DRIFT, STEP_FAILURES, STEP_SECONDS};
 
 /// Runs reconcile passes every `interval` until `shutdown` fires. A pass in progress is finished first: each
 /// step is idempotent, but stopping one halfway would leave its lock to expire on its own.
@@ -31,34 +33,34 @@ pub async fn run_reconciler(
 
 /// Counts what each step changed and how long it took.
 fn record(report: &RunReport) {
-    step("leases", &report.leases, |r| {
-        counter("requeued", r.requeued);
-        counter("lease_failed", r.failed);
-        counter("leaked_killed", r.sandboxes_killed);
+    step(step::LEASES, &report.leases, |r| {
+        counter(change::REQUEUED, r.requeued);
+        counter(change::LEASE_FAILED, r.failed);
+        counter(change::LEAKED_KILLED, r.sandboxes_killed);
     });
-    step("rebuild_redis", &report.rebuild, |r| {
-        counter("queue_rebuilt", r.requeued);
-        counter("hash_rebuilt", r.hashes_rebuilt);
+    step(step::REBUILD, &report.rebuild, |r| {
+        counter(change::QUEUE_REBUILT, r.requeued);
+        counter(change::HASH_REBUILT, r.hashes_rebuilt);
     });
-    step("promote_scheduled", &report.promote, |r| {
-        counter("promoted", r.promoted)
+    step(step::PROMOTE, &report.promote, |r| {
+        counter(change::PROMOTED, r.promoted)
     });
-    step("drift", &report.drift, |r| {
-        drift("to_paused", r.to_paused);
-        drift("to_running", r.to_running);
-        drift("to_expired", r.to_expired);
-        drift("stale_settled", r.stale_settled);
+    step(step::DRIFT, &report.drift, |r| {
+        corrected(drift::TO_PAUSED, r.to_paused);
+        corrected(drift::TO_RUNNING, r.to_running);
+        corrected(drift::TO_EXPIRED, r.to_expired);
+        corrected(drift::STALE_SETTLED, r.stale_settled);
     });
-    step("leaks", &report.leaks, |r| {
-        counter("leaked_killed", r.killed)
+    step(step::LEAKS, &report.leaks, |r| {
+        counter(change::LEAKED_KILLED, r.killed)
     });
-    step("failed_pauses", &report.failed_pauses, |r| {
-        counter("pause_retried_ok", r.paused);
-        counter("pause_retry_failed", r.failed);
-        counter("pause_gave_up", r.gave_up);
+    step(step::FAILED_PAUSES, &report.failed_pauses, |r| {
+        counter(change::PAUSE_RETRIED_OK, r.paused);
+        counter(change::PAUSE_RETRY_FAILED, r.failed);
+        counter(change::PAUSE_GAVE_UP, r.gave_up);
     });
-    step("idle_repause", &report.idle, |r| {
-        counter("idle_repaused", r.paused)
+    step(step::IDLE, &report.idle, |r| {
+        counter(change::IDLE_REPAUSED, r.paused)
     });
 }
 
@@ -66,27 +68,25 @@ fn step<R>(name: &'static str, run: &StepRun<R>, changes: impl FnOnce(&R)) {
     match run {
         StepRun::Skipped => {}
         StepRun::Done { report, elapsed } => {
-            metrics::histogram!("slipway_reconcile_step_seconds", "step" => name)
-                .record(elapsed.as_secs_f64());
+            metrics::histogram!(STEP_SECONDS, "step" => name).record(elapsed.as_secs_f64());
             changes(report);
         }
         // The domain already logged the error with its step; only count it here.
         StepRun::Failed { elapsed, .. } => {
-            metrics::histogram!("slipway_reconcile_step_seconds", "step" => name)
-                .record(elapsed.as_secs_f64());
-            metrics::counter!("slipway_reconcile_step_failures_total", "step" => name).increment(1);
+            metrics::histogram!(STEP_SECONDS, "step" => name).record(elapsed.as_secs_f64());
+            metrics::counter!(STEP_FAILURES, "step" => name).increment(1);
         }
     }
 }
 
 fn counter(kind: &'static str, n: usize) {
     if n > 0 {
-        metrics::counter!("slipway_reconcile_changes_total", "kind" => kind).increment(n as u64);
+        metrics::counter!(CHANGES, "kind" => kind).increment(n as u64);
     }
 }
 
-fn drift(kind: &'static str, n: usize) {
+fn corrected(kind: &'static str, n: usize) {
     if n > 0 {
-        metrics::counter!("slipway_drift_corrections_total", "kind" => kind).increment(n as u64);
+        metrics::counter!(DRIFT, "kind" => kind).increment(n as u64);
     }
 }

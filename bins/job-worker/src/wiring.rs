@@ -13,6 +13,7 @@ use infra_pg::PgJobRepository;
 use infra_redis::{RedisLiveStore, RedisQueue, RedisStepLock};
 
 use crate::config::{Config, GeneratorKind};
+use crate::stage_timer::StageTimer;
 use crate::worker::WorkerDeps;
 use bin_support::JsonPackageParser;
 
@@ -43,9 +44,9 @@ pub async fn build_all(config: &Config) -> anyhow::Result<Wired> {
     let prefix = config.redis_prefix.clone();
     let pipeline = PipelineDeps {
         repo: Arc::new(PgJobRepository::new(pool)),
-        live: Arc::new(
+        live: Arc::new(StageTimer::new(Arc::new(
             RedisLiveStore::new(redis.clone(), prefix.clone()).remembering_writes(REMEMBERED_JOBS),
-        ),
+        ))),
         runtime: config.runtime.build()?,
         generator: generator(config)?,
         probe: Arc::new(HttpPreviewProbe::new().context("could not build the preview probe")?),

@@ -48,6 +48,7 @@ pub async fn run(
     settings: WorkerSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    crate::metrics::register();
     let deps = Arc::new(deps);
     let settings = Arc::new(settings);
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));

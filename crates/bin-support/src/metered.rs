@@ -15,6 +15,24 @@ use domain::SandboxId;
 
 const OP_SECONDS: &str = "slipway_sandbox_op_seconds";
 
+/// Declares `slipway_sandbox_op_seconds` and starts each operation's success series at zero, so the
+/// histogram is on `/metrics` from start in both binaries.
+pub fn register() {
+    metrics::describe_histogram!(
+        OP_SECONDS,
+        metrics::Unit::Seconds,
+        "Sandbox provider calls (create, connect/resume, pause, kill), by operation and outcome"
+    );
+    for (op, outcome) in [
+        ("create", "ok"),
+        ("connect", "ok"),
+        ("pause", "paused"),
+        ("kill", "ok"),
+    ] {
+        let _ = metrics::histogram!(OP_SECONDS, "op" => op, "outcome" => outcome);
+    }
+}
+
 /// Wraps a runtime; see the module doc.
 pub struct MeteredRuntime {
     inner: Arc<dyn SandboxRuntime>,

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+pub use crate::metered::register as register_sandbox_ops;
+
 /// Buckets for every `*_seconds` histogram: HTTP latencies, pause and resume times, reconciler steps.
 const SECONDS_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,

@@ -153,31 +153,40 @@ pub(crate) async fn list_by_status(
 }
 
 /// Operational counts of the jobs table, read at metrics scrape time.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobCounts {
     /// Jobs per status label.
     pub by_status: Vec<(String, i64)>,
     /// READY jobs whose sandbox the provider may be billing for (live and not paused): integrated over time,
     /// the sandbox-seconds spent after READY.
     pub ready_unpaused: i64,
+    /// How long the job queued longest has waited since it last entered the queue (0 with none queued).
+    pub oldest_queued_seconds: f64,
+    /// Of those READY jobs whose sandbox may be billing, the longest any has gone without a reason to run
+    /// (since READY, its last resume or its last preview activity; 0 with none): past the pause policy's
+    /// idle time, a pause that should have happened has not.
+    pub ready_unpaused_idle_seconds: f64,
 }
 
-/// Both counts in one scan of the table.
+/// Every figure in one scan of the table. A queued job's `updated_at` is when it last entered the queue
+/// (submitted, requeued or promoted): nothing else writes a queued job.
 pub async fn count_jobs(pool: &PgPool) -> Result<JobCounts, RepoError> {
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT status, count(*), count(*) FILTER (WHERE sandbox_state = ANY($1)) \
+    let rows: Vec<(String, i64, i64, f64, f64)> = sqlx::query_as(
+        "SELECT status, count(*), count(*) FILTER (WHERE sandbox_state = ANY($1)), \
+                COALESCE(EXTRACT(EPOCH FROM now() - min(updated_at)), 0)::float8, \
+                COALESCE(EXTRACT(EPOCH FROM now() - min(GREATEST(completed_at, resumed_at, last_activity_at)) \
+                    FILTER (WHERE sandbox_state = ANY($1))), 0)::float8 \
          FROM jobs GROUP BY status",
     )
     .bind(state_labels(SandboxState::is_live_unpaused))
     .fetch_all(pool)
     .await
     .map_err(map_err)?;
+    let of = |status: JobStatus| rows.iter().find(|row| row.0 == status.as_str());
     Ok(JobCounts {
-        ready_unpaused: rows
-            .iter()
-            .filter(|(status, _, _)| status == JobStatus::Ready.as_str())
-            .map(|(_, _, unpaused)| unpaused)
-            .sum(),
-        by_status: rows.into_iter().map(|(s, n, _)| (s, n)).collect(),
+        ready_unpaused: of(JobStatus::Ready).map_or(0, |row| row.2),
+        oldest_queued_seconds: of(JobStatus::Queued).map_or(0.0, |row| row.3.max(0.0)),
+        ready_unpaused_idle_seconds: of(JobStatus::Ready).map_or(0.0, |row| row.4.max(0.0)),
+        by_status: rows.iter().map(|row| (row.0.clone(), row.1)).collect(),
     })
 }

@@ -50,8 +50,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             .into_response();
     };
     if let Some(counts) = state.health.job_counts().await {
-        crate::metrics::set_job_counts(&counts.by_status);
-        crate::metrics::set_ready_unpaused(counts.ready_unpaused);
+        crate::metrics::set_job_counts(&counts);
     }
     crate::metrics::set_status_cache(state.status_reads.stats());
     handle.run_upkeep();

@@ -175,3 +175,68 @@ async fn listings_filter_and_order(pool: PgPool) {
         .unwrap()
         .is_empty());
 }
+
+/// `updated_at` set `seconds` in the past, as if the job had been written then.
+async fn written_ago(pool: &PgPool, id: JobId, seconds: i64) {
+    sqlx::query(
+        "UPDATE jobs SET updated_at = now() - make_interval(secs => $2), \
+         completed_at = CASE WHEN completed_at IS NULL THEN NULL ELSE now() - make_interval(secs => $2) END \
+         WHERE id = $1",
+    )
+        .bind(id.as_uuid())
+        .bind(seconds as f64)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[sqlx::test(migrator = "infra_pg::MIGRATOR")]
+async fn scrape_counts_give_the_queues_oldest_wait_and_the_idlest_unpaused_ready_sandbox(
+    pool: PgPool,
+) {
+    let repo = repo(pool.clone());
+    let alice = user("alice");
+    let p = project(&repo, &alice).await;
+    let empty = infra_pg::count_jobs(&pool).await.unwrap();
+    assert_eq!(
+        (
+            empty.oldest_queued_seconds,
+            empty.ready_unpaused_idle_seconds
+        ),
+        (0.0, 0.0)
+    );
+
+    let old = repo
+        .insert_job(&new_job(p.id, &alice, JobStatus::Queued))
+        .await
+        .unwrap();
+    repo.insert_job(&new_job(p.id, &alice, JobStatus::Queued))
+        .await
+        .unwrap();
+    written_ago(&pool, old.id, 300).await;
+    // READY with a running sandbox, idle since its READY 120 s ago; a second one, paused, does not count.
+    let idle = crate::helpers::ready_job(&repo, p.id, &alice).await;
+    written_ago(&pool, idle.id, 120).await;
+    let paused = crate::helpers::ready_job(&repo, p.id, &alice).await;
+    sqlx::query(
+        "UPDATE jobs SET sandbox_state = 'paused', sandbox_paused = true, \
+         completed_at = now() - interval '1 hour' WHERE id = $1",
+    )
+    .bind(paused.id.as_uuid())
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let counts = infra_pg::count_jobs(&pool).await.unwrap();
+    assert!(
+        (300.0..330.0).contains(&counts.oldest_queued_seconds),
+        "{counts:?}"
+    );
+    assert!(
+        (120.0..150.0).contains(&counts.ready_unpaused_idle_seconds),
+        "{counts:?}"
+    );
+    assert_eq!(counts.ready_unpaused, 1);
+    let queued = counts.by_status.iter().find(|(s, _)| s == "queued");
+    assert_eq!(queued, Some(&("queued".to_owned(), 2)));
+}
