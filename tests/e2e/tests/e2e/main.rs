@@ -10,6 +10,7 @@ mod cancel;
 mod failed_build;
 mod happy_path;
 mod harness;
+mod metric_names;
 mod reconcile;
 mod resume;
 mod sse;
@@ -47,4 +48,10 @@ in_both_runtimes!(reconcile::idle_resumed_sandbox_is_paused_again => idle_repaus
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_pause_retried_e2b() {
     reconcile::failed_pause_is_retried(harness::Mode::E2b).await;
+}
+
+/// The names `deploy/` uses against what the binaries export (no build needed: local mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_alerts_and_the_dashboard_name_is_exported() {
+    metric_names::every_metric_the_alerts_and_the_dashboard_name_is_exported().await;
 }
