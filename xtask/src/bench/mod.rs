@@ -8,7 +8,6 @@
 //! `target/bench/report.md` and `target/bench/report.json`. Jobs are built by job-worker's run loop, in process, over
 //! the instant runtime ([`instant_runtime`]), which no configuration of the real binaries can select.
 
-mod changes;
 mod events;
 mod http_load;
 pub mod instant_runtime;
