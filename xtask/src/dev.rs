@@ -21,8 +21,9 @@ use crate::workspace::{
 };
 use crate::{migrate, node, run, token};
 
-const DEFAULT_API_ADDR: &str = "127.0.0.1:8000";
-const DEV_SECRET: &str = "slipway-dev-secret";
+pub const DEFAULT_API_ADDR: &str = "127.0.0.1:8000";
+/// The HS256 secret `dev` gives the api-server unless JWT_HS256_SECRET is set (`demo` signs with it too).
+pub const DEV_SECRET: &str = "slipway-dev-secret";
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 const STOP_DEADLINE: Duration = Duration::from_secs(30);
 const BINARIES: [&str; 2] = ["api-server", "job-worker"];

@@ -7,11 +7,13 @@
 //! - `ci`: formatting, clippy and `test`, as CI runs them.
 //! - `dev`: services, schema, and both binaries running locally, with a ready-to-use dev token (local
 //!   sandboxes need Node.js: it stops with one line saying what to install when node or npm is missing).
+//! - `demo`: one build through the API `dev` runs, from start to READY and paused.
 //! - `bench [--quick]`: the benchmark of issue 7; writes `target/bench/report.md` and `report.json`.
 //!
 //! Every command prints one `error: …` line and exits non-zero when it fails.
 
 mod bench;
+mod demo;
 mod dev;
 mod migrate;
 mod node;
@@ -43,6 +45,8 @@ enum Command {
     Ci,
     /// Run api-server and job-worker locally against Postgres and Redis until Ctrl-C.
     Dev,
+    /// With `dev` running: start a build and follow it until it is READY and its sandbox paused.
+    Demo,
     /// Measure Slipway against baselines taken in the same run; writes target/bench/report.{md,json}.
     Bench(bench::BenchArgs),
 }
@@ -59,6 +63,7 @@ async fn main() -> ExitCode {
         Command::Test(args) => test::run(args).await,
         Command::Ci => test::ci().await,
         Command::Dev => dev::run().await,
+        Command::Demo => demo::run().await,
         Command::Bench(args) => bench::run(args).await,
     };
     match outcome {

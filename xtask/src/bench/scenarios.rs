@@ -28,7 +28,8 @@ use super::{events, report, status_reads, throughput, Sizes};
 
 /// The report's last note: the history of changes, with their figures before and after, is kept in the docs
 /// (earlier runs are not this run's to report).
-const PERFORMANCE_JOURNAL: &str = "What changed from run to run, and each change's figures before and after it: \
+const PERFORMANCE_JOURNAL: &str =
+    "What changed from run to run, and each change's figures before and after it: \
      docs/performance.md.";
 
 /// The user every bench token speaks for.
