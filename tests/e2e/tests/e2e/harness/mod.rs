@@ -15,7 +15,7 @@ use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use fred::prelude::{ClientLike, KeysInterface};
+use fred::prelude::{ClientLike, KeysInterface, LuaInterface};
 use futures::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
@@ -272,9 +272,26 @@ impl Drop for TestApp {
     }
 }
 
-/// Deletes every key under `prefix` and returns how many there were. On a Redis Cluster every node is
-/// scanned (a plain SCAN sees one), and keys are deleted one by one (a DEL of several must stay in a slot).
+/// Deletes every key of the queue under `prefix` in one script on their slot, atomically.
+const DELETE_QUEUE: &str = "local n = 0 local cursor = '0' repeat \
+    local page = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000) cursor = page[1] \
+    for _, key in ipairs(page[2]) do n = n + redis.call('DEL', key) end until cursor == '0' return n";
+
+/// Deletes every key under `prefix` and returns how many there were. The queue's keys go first and together,
+/// as a lost Redis (or the lost cluster node holding their one slot) loses them: deleted one by one while
+/// the reconciler repairs the queue, a job could be left pending without its metadata, which no loss
+/// produces and nothing leases. The rest follow one by one; on a Redis Cluster every node is scanned (a
+/// plain SCAN sees one).
 async fn delete_prefix(client: &infra_redis::Client, prefix: &str) -> usize {
+    let queue = infra_redis::Keys::new(prefix);
+    let queue_keys: usize = client
+        .eval(
+            DELETE_QUEUE,
+            vec![queue.queue_pending()],
+            vec![format!("{prefix}:{{q}}:*")],
+        )
+        .await
+        .expect("delete the queue");
     let pattern = format!("{prefix}:*");
     let keys: Vec<_> = if client.is_clustered() {
         client
@@ -292,7 +309,7 @@ async fn delete_prefix(client: &infra_redis::Client, prefix: &str) -> usize {
     for key in keys {
         let _: () = client.del(key).await.expect("del");
     }
-    n
+    queue_keys + n
 }
 
 /// Polls `cond` until it holds (`true`) or `deadline` passes (`false`).
