@@ -18,7 +18,7 @@ async fn queued_jobs_missing_from_the_queue_are_enqueued_and_missing_hashes_rebu
     let all = [in_queue.clone(), lost.clone(), ready.clone()];
     let mut repo = MockJobRepository::new();
     repo.expect_list_jobs_by_status()
-        .returning(move |s, _| Ok(all.iter().filter(|j| j.status == s).cloned().collect()));
+        .returning(move |s, _, _| Ok(all.iter().filter(|j| j.status == s).cloned().collect()));
 
     let mut queue = MockJobQueue::new();
     let queued_id = in_queue.id;
