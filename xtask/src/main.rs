@@ -7,10 +7,13 @@
 //! - `ci`: formatting, clippy and `test`, as CI runs them.
 //! - `dev`: services, schema, and both binaries running locally, with a ready-to-use dev token.
 //! - `bench [--quick]`: the benchmark of issue 7; writes `target/bench/report.md` and `report.json`.
+//! - `chaos [--quick] [--seed N]`: api-server and workers under seeded faults, checked for lost jobs,
+//!   false pauses, leaks and Redis drift; exits non-zero when a target is missed.
 //!
 //! Every command prints one `error: …` line and exits non-zero when it fails.
 
 mod bench;
+mod chaos;
 mod dev;
 mod migrate;
 mod run;
@@ -43,6 +46,8 @@ enum Command {
     Dev,
     /// Measure Slipway against baselines taken in the same run; writes target/bench/report.{md,json}.
     Bench(bench::BenchArgs),
+    /// Kill, stall and cut off Slipway's processes under load, then check that nothing was lost.
+    Chaos(chaos::ChaosArgs),
 }
 
 /// The bench runs job-worker's loop in this process: the same allocator as the job-worker binary.
@@ -58,6 +63,7 @@ async fn main() -> ExitCode {
         Command::Ci => test::ci().await,
         Command::Dev => dev::run().await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Chaos(args) => chaos::run(args).await,
     };
     match outcome {
         Ok(code) => code,
