@@ -28,8 +28,8 @@ pub fn cargo() -> std::ffi::OsString {
 }
 
 /// A command run from the workspace root with the launching cargo, without the variables `cargo run` set
-/// for xtask itself (`CARGO_PKG_NAME=xtask`, `CARGO_MANIFEST_DIR`, …): build scripts such as ring's declare
-/// them with `rerun-if-env-changed`, so inheriting them rebuilt ring and everything above it (rustls,
+/// for xtask itself (`OUT_DIR` of xtask's build script, `CARGO_PKG_NAME=xtask`, …): build scripts such as
+/// ring's declare them with `rerun-if-env-changed`, so inheriting them rebuilt ring and everything above it (rustls,
 /// sqlx, reqwest) on every alternation between `cargo xtask` and a build it runs.
 pub fn cargo_command() -> tokio::process::Command {
     let mut command = tokio::process::Command::new(cargo());
@@ -44,7 +44,8 @@ pub fn cargo_command() -> tokio::process::Command {
 }
 
 /// What `cargo run` sets for the program it runs, besides `CARGO_PKG_*`.
-const SET_BY_CARGO_RUN: [&str; 6] = [
+const SET_BY_CARGO_RUN: [&str; 7] = [
+    "OUT_DIR",
     "CARGO_MANIFEST_DIR",
     "CARGO_MANIFEST_PATH",
     "CARGO_MANIFEST_LINKS",
