@@ -23,7 +23,7 @@
 //! `http://127.0.0.1:<host port>/`. Output reaches the sink one line at a time, newline included.
 //! Pause sends SIGSTOP to every process group and resume (`connect`) SIGCONT; starting a command in a
 //! paused sandbox is a `Conflict`. Past its timeout a running sandbox is paused (`auto_pause`) or killed. A
-//! paused sandbox whose processes died anyway (stopped processes only die when killed) is reported as what
+//! paused sandbox whose background processes died anyway (stopped processes only die when killed) is reported as what
 //! it is, gone (`NotFound`), and removed.
 //!
 //! This is isolation for convenience, not security: commands run as the worker's user.
@@ -191,15 +191,19 @@ impl Inner {
             dir,
             record,
         };
-        let before = open.record.groups.len();
+        let before = (open.record.groups.len(), open.record.background.len());
         open.record
             .groups
             .retain(|&pgid| process::group_alive(pgid));
-        let mut dirty = open.record.groups.len() != before;
-        // Stopped processes do not exit: a paused sandbox that lost any of them was killed from outside
-        // (an OOM kill, a reboot, a signal), and what it held in memory is gone. That is a sandbox the
-        // provider no longer has, as E2B answers for one it lost, not a paused one: say so, and clean up.
-        if dirty && open.record.state == RunState::Paused {
+        let groups = &open.record.groups;
+        open.record.background.retain(|pgid| groups.contains(pgid));
+        let after = (open.record.groups.len(), open.record.background.len());
+        let mut dirty = after != before;
+        // Stopped processes do not exit: a paused sandbox that lost a background process (its dev server)
+        // was killed from outside (an OOM kill, a reboot, a signal), and what it held in memory is gone.
+        // That is a sandbox the provider no longer has, as E2B answers for one it lost, not a paused one:
+        // say so, and clean up. (A foreground command may have ended just before the pause stopped it.)
+        if after.1 < before.1 && open.record.state == RunState::Paused {
             tracing::warn!(sandbox_id = %id, "paused sandbox lost its processes: it is gone");
             self.kill_open(open).await?;
             return Err(SandboxError::NotFound(id.to_owned()));
