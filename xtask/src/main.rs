@@ -9,10 +9,13 @@
 //!   sandboxes need Node.js: it stops with one line saying what to install when node or npm is missing).
 //! - `demo`: one build through the API `dev` runs, from start to READY and paused.
 //! - `bench [--quick]`: the benchmark of issue 7; writes `target/bench/report.md` and `report.json`.
+//! - `chaos [--quick] [--seed N]`: api-server and workers under seeded faults, checked for lost jobs,
+//!   false pauses, leaks and Redis drift; exits non-zero when a target is missed.
 //!
 //! Every command prints one `error: …` line and exits non-zero when it fails.
 
 mod bench;
+mod chaos;
 mod demo;
 mod dev;
 mod migrate;
@@ -49,6 +52,8 @@ enum Command {
     Demo,
     /// Measure Slipway against baselines taken in the same run; writes target/bench/report.{md,json}.
     Bench(bench::BenchArgs),
+    /// Kill, stall and cut off Slipway's processes under load, then check that nothing was lost.
+    Chaos(chaos::ChaosArgs),
 }
 
 /// The bench runs job-worker's loop in this process: the same allocator as the job-worker binary.
@@ -65,6 +70,7 @@ async fn main() -> ExitCode {
         Command::Dev => dev::run().await,
         Command::Demo => demo::run().await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Chaos(args) => chaos::run(args).await,
     };
     match outcome {
         Ok(code) => code,

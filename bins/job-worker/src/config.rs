@@ -113,6 +113,37 @@ pub struct Config {
     #[arg(long, env = "RECONCILE_INTERVAL_SECS", default_value_t = 15)]
     pub reconcile_interval_secs: u64,
 
+    /// A building job with no lease at all (lost with Redis) is recovered after this many seconds without
+    /// a transition (default: the lease TTL, the longest a live build goes without seeing its lease gone).
+    #[arg(long, env = "ORPHAN_AFTER_SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub orphan_after_secs: Option<u64>,
+
+    /// A READY sandbox left running by a failed pause is retried this many seconds after READY.
+    #[arg(long, env = "PAUSE_RETRY_AFTER_SECS", default_value_t = 5)]
+    pub pause_retry_after_secs: u64,
+
+    /// The wait after a failed pause retry, in seconds; doubled after each failure.
+    #[arg(long, env = "PAUSE_BACKOFF_BASE_SECS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub pause_backoff_base_secs: u64,
+
+    /// The longest wait between two pause retries, in seconds.
+    #[arg(long, env = "PAUSE_BACKOFF_MAX_SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub pause_backoff_max_secs: u64,
+
+    /// A `pausing` record this many seconds old lost its pauser: the provider is asked and the pause
+    /// finished.
+    #[arg(long, env = "PAUSING_STALE_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub pausing_stale_secs: u64,
+
+    /// A `resuming` record this many seconds old was left by a crash and is set to the provider's state
+    /// (longer than a resume may take).
+    #[arg(long, env = "RESUMING_STALE_SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub resuming_stale_secs: u64,
+
     /// Where to serve `GET /metrics` (Prometheus), e.g. `127.0.0.1:9464`; not served when unset.
     #[arg(long, env = "WORKER_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -149,11 +180,18 @@ impl Config {
 }
 
 impl Config {
-    /// The reconciler's policy: the pause policy and idle time of this deployment, defaults otherwise.
+    /// The reconciler's policy: this deployment's pause policy and intervals, defaults otherwise.
     pub fn reconcile_config(&self) -> ReconcileConfig {
+        let secs = Duration::from_secs;
         ReconcileConfig {
             pause_policy: self.pause_policy,
-            idle_pause_after: Duration::from_secs(self.idle_pause_secs),
+            idle_pause_after: secs(self.idle_pause_secs),
+            pause_grace: secs(self.pause_retry_after_secs),
+            pause_backoff_base: secs(self.pause_backoff_base_secs),
+            pause_backoff_max: secs(self.pause_backoff_max_secs),
+            pausing_stale_after: secs(self.pausing_stale_secs),
+            orphan_after: secs(self.orphan_after_secs.unwrap_or(self.lease_ttl_secs)),
+            stale_transition_after: secs(self.resuming_stale_secs),
             ..ReconcileConfig::default()
         }
     }
@@ -222,6 +260,17 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("pw@"));
         assert!(!shown.contains("e2b_123"));
+    }
+
+    #[test]
+    fn a_lost_build_is_found_within_a_lease_ttl_unless_told_otherwise() {
+        let c = parse(&["--lease-ttl-secs", "12"]).unwrap();
+        assert_eq!(c.reconcile_config().orphan_after, Duration::from_secs(12));
+        let c = parse(&["--lease-ttl-secs", "12", "--orphan-after-secs", "30"]).unwrap();
+        assert_eq!(c.reconcile_config().orphan_after, Duration::from_secs(30));
+        let r = parse(&[]).unwrap().reconcile_config();
+        assert_eq!(r.pause_grace, Duration::from_secs(5));
+        assert_eq!(r.pause_backoff_base, Duration::from_secs(2));
     }
 
     #[test]

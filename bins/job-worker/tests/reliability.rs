@@ -21,6 +21,8 @@ mod drift;
 mod leases;
 #[path = "reliability/pauses.rs"]
 mod pauses;
+#[path = "reliability/postgres.rs"]
+mod postgres;
 #[path = "reliability/redis_loss.rs"]
 mod redis_loss;
 #[path = "reliability/resume.rs"]

@@ -61,6 +61,13 @@ impl Job {
     pub fn stage_label(&self) -> &'static str {
         self.status.label()
     }
+
+    /// Orders the records of one job by age: `sandbox_state_version` first (it never decreases from one
+    /// write to the next), then `updated_at`. Copies of the row (the live hash) carry it, so a copy older
+    /// than the row is known stale and a newer one is never overwritten by an older.
+    pub fn revision(&self) -> (i64, DateTime<Utc>) {
+        (self.sandbox_state_version, self.updated_at)
+    }
 }
 
 /// What the API knows when a job is submitted.

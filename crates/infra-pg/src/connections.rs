@@ -107,6 +107,14 @@ impl Connections {
         None
     }
 
+    /// Drops every kept connection back into sqlx's pool, which checks each: after a statement failed on a
+    /// connection that broke, the others kept since the same blip are likely broken too, and none may be
+    /// handed to the next statement unchecked.
+    pub(crate) fn discard_kept(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.clear();
+    }
+
     fn keep(&self, kept: Kept) {
         if kept.is_due(self.recheck_after) || self.pool.is_closed() {
             return;

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::ports::{
-    JobRepository, RepoError, SandboxStateUpdate, TransitionOutcome, TransitionUpdate,
+    JobRepository, PageAfter, RepoError, SandboxStateUpdate, TransitionOutcome, TransitionUpdate,
 };
 use domain::{
     Job, JobId, JobStatus, NewJob, NewProject, Project, ProjectId, ProjectSummary, SandboxId,
@@ -16,6 +16,7 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::connections::Connections;
 use crate::error::map_err;
+use crate::retry::Retry;
 use crate::{jobs, project_queries, sandbox, transition};
 
 /// Jobs and projects in Postgres. Cheap to clone (clones share the pool and the connections they hold).
@@ -24,15 +25,49 @@ pub struct PgJobRepository {
     connections: Arc<Connections>,
 }
 
-/// Runs one statement function on a leased connection and ends the lease with its result
-/// (see [`crate::connections`]).
-macro_rules! leased {
+/// Runs one statement function on a leased connection and ends the lease with its result (see
+/// [`crate::connections`]); a failure that passes (`Unavailable`) is run again on a fresh connection within
+/// [`crate::retry::RETRY_FOR`], with the kept connections dropped (after a blip they are likely all dead).
+/// Evaluates to the result and whether the statement was retried: a write retried after an ambiguous
+/// failure may have applied the first time, which the caller then recognises.
+macro_rules! retried {
     ($repo:expr, |$conn:ident| $call:expr) => {{
-        let mut lease = $repo.connections.acquire().await.map_err(map_err)?;
-        let $conn: &mut PgConnection = &mut lease;
-        let result = $call.await;
-        lease.finish(result)
+        let mut retry = Retry::new();
+        loop {
+            let result = async {
+                let mut lease = $repo.connections.acquire().await.map_err(map_err)?;
+                let $conn: &mut PgConnection = &mut lease;
+                let result = $call.await;
+                lease.finish(result)
+            }
+            .await;
+            match result {
+                Err(RepoError::Unavailable(reason)) => {
+                    $repo.connections.discard_kept();
+                    match retry.after_failure() {
+                        Some(pause) => {
+                            tracing::warn!(
+                                failures = retry.failures(),
+                                error = %reason,
+                                "postgres statement failed; retrying"
+                            );
+                            tokio::time::sleep(pause).await;
+                        }
+                        None => break (Err(RepoError::Unavailable(reason)), true),
+                    }
+                }
+                other => break (other, retry.retried()),
+            }
+        }
     }};
+}
+
+/// [`retried!`] for statements that are safe to apply twice (reads, and idempotent writes): the result
+/// alone.
+macro_rules! leased {
+    ($repo:expr, |$conn:ident| $call:expr) => {
+        retried!($repo, |$conn| $call).0
+    };
 }
 
 impl PgJobRepository {
@@ -62,7 +97,20 @@ impl PgJobRepository {
 impl JobRepository for PgJobRepository {
     #[tracing::instrument(skip_all, fields(job_id = %job.id, project_id = %job.project_id, user_id = %job.user_id), err)]
     async fn insert_job(&self, job: &NewJob) -> Result<Job, RepoError> {
-        leased!(self, |conn| jobs::insert(conn, job))
+        match retried!(self, |conn| jobs::insert(conn, job)) {
+            // The first try inserted it before its connection broke.
+            (Err(RepoError::AlreadyExists), true) => match self.get_job(job.id).await? {
+                Some(found)
+                    if found.user_id == job.user_id
+                        && found.project_id == job.project_id
+                        && found.goal == job.goal.as_str() =>
+                {
+                    Ok(found)
+                }
+                _ => Err(RepoError::AlreadyExists),
+            },
+            (result, _) => result,
+        }
     }
 
     #[tracing::instrument(skip_all, fields(job_id = %id), err)]
@@ -87,14 +135,33 @@ impl JobRepository for PgJobRepository {
         to: JobStatus,
         update: TransitionUpdate,
     ) -> Result<TransitionOutcome, RepoError> {
-        leased!(self, |conn| transition::transition(
-            conn, id, from, to, update
-        ))
+        let (outcome, retried) = retried!(self, |conn| transition::transition(
+            conn, id, from, to, &update
+        ));
+        let outcome = outcome?;
+        match outcome {
+            // A retried write that lost may have lost to itself: the first try applied it unseen. Only our
+            // own attempt moves a fenced job to `to`.
+            TransitionOutcome::Conflict { current } if retried && current == Some(to) => {
+                match (self.get_job(id).await?, update.attempt) {
+                    (Some(job), Some(attempt)) if job.status == to && job.attempts == attempt => {
+                        Ok(TransitionOutcome::Applied(Box::new(job)))
+                    }
+                    _ => Ok(TransitionOutcome::Conflict { current }),
+                }
+            }
+            outcome => Ok(outcome),
+        }
     }
 
     #[tracing::instrument(skip_all, fields(job_id = %id, sandbox_id = %sandbox), err)]
-    async fn record_sandbox(&self, id: JobId, sandbox: &SandboxId) -> Result<Job, RepoError> {
-        leased!(self, |conn| sandbox::record(conn, id, sandbox))
+    async fn record_sandbox(
+        &self,
+        id: JobId,
+        sandbox: &SandboxId,
+        attempt: i32,
+    ) -> Result<Option<Job>, RepoError> {
+        leased!(self, |conn| sandbox::record(conn, id, sandbox, attempt))
     }
 
     #[tracing::instrument(
@@ -107,7 +174,17 @@ impl JobRepository for PgJobRepository {
         id: JobId,
         update: SandboxStateUpdate,
     ) -> Result<Option<Job>, RepoError> {
-        leased!(self, |conn| sandbox::set_state(conn, id, update))
+        let (written, retried) =
+            retried!(self, |conn| sandbox::set_state(conn, id, update.clone()));
+        let written = written?;
+        match written {
+            // The first try may have written it unseen: the version moved by exactly our one write.
+            None if retried => Ok(self.get_job(id).await?.filter(|job| {
+                job.sandbox_state_version == update.expected_version + 1
+                    && job.sandbox_state == update.state
+            })),
+            written => Ok(written),
+        }
     }
 
     #[tracing::instrument(skip_all, fields(job_id = %id), err)]
@@ -120,8 +197,24 @@ impl JobRepository for PgJobRepository {
         &self,
         id: JobId,
         from: JobStatus,
+        attempt: i32,
     ) -> Result<TransitionOutcome, RepoError> {
-        leased!(self, |conn| transition::requeue(conn, id, from))
+        let (outcome, retried) =
+            retried!(self, |conn| transition::requeue(conn, id, from, attempt));
+        let outcome = outcome?;
+        match outcome {
+            TransitionOutcome::Conflict { current }
+                if retried && current == Some(JobStatus::Queued) =>
+            {
+                match self.get_job(id).await? {
+                    Some(job) if job.attempts == attempt && job.sandbox_id.is_none() => {
+                        Ok(TransitionOutcome::Applied(Box::new(job)))
+                    }
+                    _ => Ok(TransitionOutcome::Conflict { current }),
+                }
+            }
+            outcome => Ok(outcome),
+        }
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %user, limit), err)]
@@ -138,14 +231,21 @@ impl JobRepository for PgJobRepository {
     async fn list_jobs_by_status(
         &self,
         status: JobStatus,
+        after: Option<PageAfter>,
         limit: i64,
     ) -> Result<Vec<Job>, RepoError> {
-        leased!(self, |conn| jobs::list_by_status(conn, status, limit))
+        leased!(self, |conn| jobs::list_by_status(
+            conn, status, after, limit
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(limit), err)]
-    async fn jobs_needing_attention(&self, limit: i64) -> Result<Vec<Job>, RepoError> {
-        leased!(self, |conn| sandbox::needing_attention(conn, limit))
+    async fn jobs_needing_attention(
+        &self,
+        after: Option<PageAfter>,
+        limit: i64,
+    ) -> Result<Vec<Job>, RepoError> {
+        leased!(self, |conn| sandbox::needing_attention(conn, after, limit))
     }
 
     #[tracing::instrument(skip_all, fields(sandbox_id = %sandbox), err)]
@@ -155,7 +255,15 @@ impl JobRepository for PgJobRepository {
 
     #[tracing::instrument(skip_all, fields(project_id = %project.id, user_id = %project.user_id), err)]
     async fn create_project(&self, project: &NewProject) -> Result<Project, RepoError> {
-        leased!(self, |conn| project_queries::create(conn, project))
+        match retried!(self, |conn| project_queries::create(conn, project)) {
+            // The first try created it before its connection broke.
+            (Err(RepoError::AlreadyExists), true) => self
+                .get_project_for_user(project.id, &project.user_id)
+                .await?
+                .filter(|p| p.name == project.name)
+                .ok_or(RepoError::AlreadyExists),
+            (result, _) => result,
+        }
     }
 
     #[tracing::instrument(skip_all, fields(project_id = %id, user_id = %user), err)]

@@ -1,7 +1,7 @@
 //! Inserting, reading, listing and counting job rows.
 
 use chrono::{DateTime, Utc};
-use domain::ports::RepoError;
+use domain::ports::{PageAfter, RepoError};
 use domain::{Job, JobId, JobStatus, NewJob, ProjectId, SandboxState, UserId};
 use sqlx::{PgConnection, PgPool};
 
@@ -133,19 +133,25 @@ pub(crate) async fn list_for_project(
     rows::jobs(found)
 }
 
-/// Oldest first: the queue is rebuilt and scheduled jobs are promoted in submission order.
+/// One page, oldest first (the queue is rebuilt and scheduled jobs are promoted in submission order), read
+/// in the order of the `jobs_status_created_idx` index: each page starts where the last one ended.
 pub(crate) async fn list_by_status(
     conn: &mut PgConnection,
     status: JobStatus,
+    after: Option<PageAfter>,
     limit: i64,
 ) -> Result<Vec<Job>, RepoError> {
+    let (after_at, after_id) = rows::page_after(after);
     let found: Vec<JobRow> = sqlx::query_as(concat!(
         "SELECT ",
         job_columns!(),
-        " FROM jobs WHERE status = $1 ORDER BY created_at, id LIMIT $2"
+        " FROM jobs WHERE status = $1 AND (created_at, id) > ($3, $4) \
+          ORDER BY created_at, id LIMIT $2"
     ))
     .bind(status.as_str())
     .bind(limit.max(0))
+    .bind(after_at)
+    .bind(after_id)
     .fetch_all(&mut *conn)
     .await
     .map_err(map_err)?;

@@ -3,7 +3,9 @@
 //!
 //! Every status change is a compare-and-set (`UPDATE … WHERE id = $1 AND status = $expected`), every
 //! sandbox state change is guarded by `sandbox_state_version`, and build versions are assigned under a
-//! lock on the project row, so concurrent builds of one project never share a version. Queries are
+//! lock on the project row, so concurrent builds of one project never share a version. A statement whose
+//! failure passes (a connection closed or terminated under it, a serialization failure, a deadlock) is
+//! retried within a bound, and a build's writes are fenced by its attempt. Queries are
 //! checked at run time (`sqlx::query`), not at compile time: no database is needed to build this crate.
 
 mod connections;
@@ -13,6 +15,7 @@ mod jobs;
 mod migrator;
 mod pool;
 mod project_queries;
+mod retry;
 mod rows;
 mod sandbox;
 mod transition;

@@ -51,10 +51,11 @@ pub async fn connect_with(url: &str, config: &PoolConfig) -> Result<PgPool, PgEr
         .acquire_timeout(config.acquire_timeout)
         .idle_timeout(Some(config.idle_timeout))
         .max_lifetime(Some(config.max_lifetime))
-        // No ping before each acquire: it is one more round trip per statement (it doubled the worker's
-        // round trips in `cargo xtask bench`), and a connection broken while idle fails its first query,
-        // which callers already see as `Unavailable` and retry.
-        .test_before_acquire(false)
+        // A ping before a connection leaves the pool, so that none broken while idle (a Postgres restart,
+        // a backend terminated) is handed out. The repository keeps connections between statements itself
+        // (see `connections`), so this round trip is paid only when it takes one from the pool, not per
+        // statement.
+        .test_before_acquire(true)
         .connect_with(options)
         .await
         .map_err(PgError::Connect)

@@ -1,7 +1,7 @@
 //! Storage rows and their mapping into domain types: every stored string is parsed once, here.
 
 use chrono::{DateTime, Utc};
-use domain::ports::RepoError;
+use domain::ports::{PageAfter, RepoError};
 use domain::{
     DebugId, Job, JobId, JobStatus, Project, ProjectId, SandboxId, SandboxState, Tier, UserId,
 };
@@ -97,6 +97,15 @@ impl TryFrom<JobRow> for Job {
             updated_at: r.updated_at,
             duration_seconds: r.duration_seconds,
         })
+    }
+}
+
+/// The (created_at, id) a page starts after: before every row (all created since 1970) when there is no
+/// previous page.
+pub(crate) fn page_after(after: Option<PageAfter>) -> (DateTime<Utc>, Uuid) {
+    match after {
+        Some(a) => (a.created_at, a.id.as_uuid()),
+        None => (DateTime::<Utc>::UNIX_EPOCH, Uuid::nil()),
     }
 }
 

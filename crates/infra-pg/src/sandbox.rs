@@ -1,6 +1,6 @@
 //! The sandbox side of a job row: recording it, its versioned state, and finding jobs by sandbox.
 
-use domain::ports::{RepoError, SandboxStateUpdate};
+use domain::ports::{PageAfter, RepoError, SandboxStateUpdate};
 use domain::{Job, JobId, JobStatus, SandboxId, SandboxState};
 use sqlx::PgConnection;
 
@@ -8,12 +8,14 @@ use crate::error::map_err;
 use crate::rows::{self, job_columns, JobRow};
 
 /// See [`domain::ports::JobRepository::record_sandbox`]: the id is written the moment the sandbox exists,
-/// with state `running` and the version bumped. `NotFound` when the job is gone.
+/// with state `running` and the version bumped, while the job is at the build's `attempt`. `None` when the
+/// job is gone or at another attempt.
 pub(crate) async fn record(
     conn: &mut PgConnection,
     id: JobId,
     sandbox: &SandboxId,
-) -> Result<Job, RepoError> {
+    attempt: i32,
+) -> Result<Option<Job>, RepoError> {
     let row: Option<JobRow> = sqlx::query_as(concat!(
         "UPDATE jobs SET \
             sandbox_id = $2, \
@@ -21,17 +23,18 @@ pub(crate) async fn record(
             sandbox_paused = false, \
             sandbox_state_version = sandbox_state_version + 1, \
             updated_at = now() \
-         WHERE id = $1 \
+         WHERE id = $1 AND attempts = $4 \
          RETURNING ",
         job_columns!()
     ))
     .bind(id.as_uuid())
     .bind(sandbox.as_str())
     .bind(SandboxState::Running.as_str())
+    .bind(attempt)
     .fetch_optional(&mut *conn)
     .await
     .map_err(map_err)?;
-    rows::job_opt(row)?.ok_or(RepoError::NotFound)
+    rows::job_opt(row)
 }
 
 /// Compare-and-set on `sandbox_state_version`. sandbox_paused is written from the same state in the same
@@ -73,22 +76,26 @@ pub(crate) async fn set_state(
     rows::job_opt(row)
 }
 
-/// The reconciler's work list, oldest change first: READY jobs whose sandbox is live and not paused
-/// (running, pausing, pause_failed, and resuming, so that a resume cut short by a crash is re-paused too),
-/// and failed jobs whose sandbox is live in any state (paused included: it should be killed).
+/// The reconciler's work list, a page at a time in (created_at, id) order: READY jobs whose sandbox is live
+/// and not paused (running, pausing, pause_failed, and resuming, so that a resume cut short by a crash is
+/// re-paused too), and failed jobs whose sandbox is live in any state (paused included: it should be
+/// killed). The partial index `jobs_sandbox_attention_idx` holds the first kind.
 pub(crate) async fn needing_attention(
     conn: &mut PgConnection,
+    after: Option<PageAfter>,
     limit: i64,
 ) -> Result<Vec<Job>, RepoError> {
     let unpaused_live = state_labels(SandboxState::is_live_unpaused);
     let live = state_labels(SandboxState::is_live);
+    let (after_at, after_id) = rows::page_after(after);
     let found: Vec<JobRow> = sqlx::query_as(concat!(
         "SELECT ",
         job_columns!(),
         " FROM jobs \
           WHERE sandbox_id IS NOT NULL \
             AND ((status = $1 AND sandbox_state = ANY($2)) OR (status = $3 AND sandbox_state = ANY($4))) \
-          ORDER BY updated_at, id \
+            AND (created_at, id) > ($6, $7) \
+          ORDER BY created_at, id \
           LIMIT $5"
     ))
     .bind(JobStatus::Ready.as_str())
@@ -96,6 +103,8 @@ pub(crate) async fn needing_attention(
     .bind(JobStatus::Failed.as_str())
     .bind(&live)
     .bind(limit.max(0))
+    .bind(after_at)
+    .bind(after_id)
     .fetch_all(&mut *conn)
     .await
     .map_err(map_err)?;

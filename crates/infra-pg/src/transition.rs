@@ -11,7 +11,8 @@ use crate::rows::{job_columns, JobRow};
 /// The one compare-and-set UPDATE behind every transition, with the expression that sets `build_version`.
 /// Optional fields are written when given and left alone otherwise; the timestamps, the attempt count and
 /// the sandbox state follow from the move (flags `$10`, `$11`, `$12`), computed from the domain's enums,
-/// which also supply every label bound here, so that no status is spelled twice.
+/// which also supply every label bound here, so that no status is spelled twice. `$15`, when not null, is
+/// the build's fencing token: the row must still be at that attempt.
 macro_rules! transition_update {
     ($build_version:literal) => {
         concat!(
@@ -36,7 +37,7 @@ macro_rules! transition_update {
                 sandbox_paused = CASE WHEN $12 THEN false ELSE sandbox_paused END, \
                 sandbox_state_version = sandbox_state_version + CASE WHEN $12 THEN 1 ELSE 0 END, \
                 updated_at = now() \
-             WHERE id = $1 AND status = $2 "
+             WHERE id = $1 AND status = $2 AND ($15::int IS NULL OR attempts = $15) "
         )
     };
 }
@@ -54,7 +55,8 @@ const TRANSITION_SQL: &str = concat!(
 /// version, so a lost race neither moves the job nor spends a number (the counter is untouched). The unique
 /// index on (project_id, build_version) backs this up. `$14` is the label's prefix, from the domain.
 const READY_SQL: &str = concat!(
-    "WITH locked AS (SELECT project_id FROM jobs WHERE id = $1 AND status = $2 FOR UPDATE), \
+    "WITH locked AS (SELECT project_id FROM jobs \
+                     WHERE id = $1 AND status = $2 AND ($15::int IS NULL OR attempts = $15) FOR UPDATE), \
           version AS (UPDATE projects SET last_build_version = last_build_version + 1 \
                       WHERE id = (SELECT project_id FROM locked) RETURNING last_build_version) ",
     transition_update!("$14 || (SELECT last_build_version FROM version)"),
@@ -74,13 +76,13 @@ pub(crate) async fn transition(
     id: JobId,
     from: JobStatus,
     to: JobStatus,
-    update: TransitionUpdate,
+    update: &TransitionUpdate,
 ) -> Result<TransitionOutcome, RepoError> {
     if !from.can_transition(to) {
         return Err(RepoError::IllegalTransition { from, to });
     }
     let assign_version = update.assign_build_version && to == JobStatus::Ready;
-    let row = update_row(&mut *conn, id, from, to, &update, assign_version).await?;
+    let row = update_row(&mut *conn, id, from, to, update, assign_version).await?;
     match row {
         Some(row) => applied(row),
         None => Ok(TransitionOutcome::Conflict {
@@ -119,6 +121,7 @@ async fn update_row(
         .bind(update.sandbox_state.map(SandboxState::as_str))
         // Read by READY_SQL only; one bind list serves both statements.
         .bind(BuildVersion::PREFIX)
+        .bind(update.attempt)
         .fetch_optional(&mut *conn)
         .await
         .map_err(map_err)
@@ -130,12 +133,13 @@ fn applied(row: JobRow) -> Result<TransitionOutcome, RepoError> {
 
 /// Recovery, outside the transition table: a job whose worker vanished mid-build goes back to `queued`.
 /// Allowed only from a building status (`IllegalTransition` otherwise, before any write); compare-and-set
-/// on `from`. The sandbox fields are cleared (state `none`, version bumped) because the caller has killed
+/// on `from` and on `attempt`, the attempt being abandoned. The sandbox fields are cleared (state `none`, version bumped) because the caller has killed
 /// the old sandbox first; the stage message goes too, since it described the abandoned attempt.
 pub(crate) async fn requeue(
     conn: &mut PgConnection,
     id: JobId,
     from: JobStatus,
+    attempt: i32,
 ) -> Result<TransitionOutcome, RepoError> {
     if !from.is_building() {
         return Err(RepoError::IllegalTransition {
@@ -154,7 +158,7 @@ pub(crate) async fn requeue(
             sandbox_paused = false, \
             sandbox_state_version = sandbox_state_version + 1, \
             updated_at = now() \
-         WHERE id = $1 AND status = $2 \
+         WHERE id = $1 AND status = $2 AND attempts = $5 \
          RETURNING ",
         job_columns!()
     ))
@@ -162,6 +166,7 @@ pub(crate) async fn requeue(
     .bind(from.as_str())
     .bind(JobStatus::Queued.as_str())
     .bind(SandboxState::None.as_str())
+    .bind(attempt)
     .fetch_optional(&mut *conn)
     .await
     .map_err(map_err)?;

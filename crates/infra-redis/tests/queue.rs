@@ -280,7 +280,7 @@ async fn heartbeat_ack_and_release() {
 }
 
 #[tokio::test]
-async fn expired_leases_are_reclaimed_with_their_slots() {
+async fn expired_leases_stay_until_dropped_then_free_their_slots() {
     let r = TestRedis::new().await;
     let q = queue(&r, TierTable::default());
     let project = ProjectId::new();
@@ -298,21 +298,34 @@ async fn expired_leases_are_reclaimed_with_their_slots() {
     // The user's two slots are taken.
     assert_eq!(lease_id(&q, "w3").await, None);
 
-    let reclaimed = eventually(WAIT, "the short lease to expire", || {
+    let expired = eventually(WAIT, "the short lease to expire", || {
         let q = q.clone();
         async move {
-            let jobs = q.reclaim_expired().await.unwrap();
+            let jobs = q.expired_leases(10).await.unwrap();
             (!jobs.is_empty()).then_some(jobs)
         }
     })
     .await;
-    assert_eq!(reclaimed, vec![jobs[0].clone()]);
-    assert!(!q.contains(jobs[0].job_id).await.unwrap(), "not requeued");
-    assert!(!q.heartbeat(&first, TTL).await.unwrap());
-    q.ack(&first).await.unwrap();
-    assert_eq!(q.reclaim_expired().await.unwrap(), vec![]);
+    assert_eq!(expired, vec![jobs[0].clone()]);
+    // Listing takes nothing: a recovery cut short finds the lease again, and its worker cannot renew it.
+    assert_eq!(q.expired_leases(10).await.unwrap(), vec![jobs[0].clone()]);
+    assert!(q.contains(jobs[0].job_id).await.unwrap());
+    assert!(
+        !q.heartbeat(&first, TTL).await.unwrap(),
+        "an expired lease is lost"
+    );
+    q.enqueue(&jobs[0]).await.unwrap();
+    assert_eq!(lease_id(&q, "w3").await, None, "still leased, not queued");
 
-    // The slot is free again; the caller requeues the job and it takes its old place, ahead of jobs[2].
+    // Recovered: dropped, its slot freed; a live lease is never dropped.
+    assert!(!q.drop_expired(jobs[1].job_id).await.unwrap());
+    assert!(q.drop_expired(jobs[0].job_id).await.unwrap());
+    assert!(!q.drop_expired(jobs[0].job_id).await.unwrap());
+    assert_eq!(q.expired_leases(10).await.unwrap(), vec![]);
+    assert!(!q.contains(jobs[0].job_id).await.unwrap(), "not requeued");
+    q.ack(&first).await.unwrap();
+
+    // The caller requeues the job and it takes its old place, ahead of jobs[2].
     q.enqueue(&jobs[0]).await.unwrap();
     assert_eq!(lease_id(&q, "w3").await, Some(jobs[0].job_id));
 }

@@ -14,7 +14,7 @@ pub mod instant_runtime;
 mod report;
 mod scenarios;
 mod seed;
-mod stack;
+pub(crate) mod stack;
 mod stats;
 mod status_reads;
 mod throughput;

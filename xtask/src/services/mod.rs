@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use url::Url;
 
 pub use postgres::{describe_postgres_error, ensure_postgres, postgres_error};
-pub use redis::ensure_redis;
+pub use redis::{ensure_redis, private_redis};
 pub use redis_cluster::ensure_redis_cluster;
 
 /// A server xtask uses: its URL and, when xtask started it, the guard that stops it on drop.

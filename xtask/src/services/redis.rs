@@ -26,9 +26,19 @@ pub async fn ensure_redis(configured: &Url) -> anyhow::Result<Service> {
         "xtask: Redis at {} is not usable ({reason}); starting a private one",
         super::redact(configured)
     );
+    start_private(configured.path()).await
+}
+
+/// A private Redis in any case, for a caller that will flush it (`cargo xtask chaos`): nobody else's keys
+/// are in it.
+pub async fn private_redis() -> anyhow::Result<Service> {
+    start_private("").await
+}
+
+async fn start_private(path: &str) -> anyhow::Result<Service> {
     let mut private = PrivateRedis::start()?;
     let mut url = Url::parse(&format!("redis://127.0.0.1:{}", private.port))?;
-    url.set_path(configured.path());
+    url.set_path(path);
     let deadline = Instant::now() + START_DEADLINE;
     loop {
         match probe(&url).await {
@@ -127,10 +137,10 @@ impl PrivateRedis {
         let dir = super::find_programs(&["redis-server"], &extra)
             .context("no redis-server on PATH; install it with `apt-get install redis-server`")?;
         let services = super::services_dir()?;
-        let log = services.join("redis.log");
+        let port = super::free_port()?;
+        let log = services.join(format!("redis-{port}.log"));
         let log_file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
-        let port = super::free_port()?;
         let port_arg = port.to_string();
         let mut command = std::process::Command::new(dir.join("redis-server"));
         command

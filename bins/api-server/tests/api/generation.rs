@@ -288,7 +288,7 @@ async fn cancel_of_a_building_job_kills_its_sandbox() {
     let id = app.start_job(ALICE).await;
     advance(&app, id, JobStatus::Starting, TransitionUpdate::default()).await;
     let sbx = domain::SandboxId::try_from("sbx-building").unwrap();
-    app.state.repo.record_sandbox(id, &sbx).await.unwrap();
+    app.state.repo.record_sandbox(id, &sbx, 1).await.unwrap();
     advance(&app, id, JobStatus::Scaffold, TransitionUpdate::default()).await;
 
     let resp = app

@@ -41,7 +41,7 @@ pub async fn make_ready(app: &TestApp, id: JobId, preview_url: &str) -> Job {
     let sandbox = SandboxId::try_from("sbx-test-1").expect("sandbox id");
     app.state
         .repo
-        .record_sandbox(id, &sandbox)
+        .record_sandbox(id, &sandbox, 1)
         .await
         .expect("record sandbox");
     for status in [

@@ -16,7 +16,7 @@ pub use lock::{LockGuardToken, StepLock};
 pub use probe::{PreviewProbe, ProbeError, ProbeResponse};
 pub use queue::{JobQueue, Lease, QueueError, QueuedJob};
 pub use repository::{
-    JobRepository, RepoError, SandboxStateUpdate, TransitionOutcome, TransitionUpdate,
+    JobRepository, PageAfter, RepoError, SandboxStateUpdate, TransitionOutcome, TransitionUpdate,
 };
 pub use sandbox::{
     CommandOutput, CommandSpec, OutputSink, OutputStream, PauseOutcome, ProviderSandbox,

@@ -48,7 +48,9 @@ pub trait JobQueue: Send + Sync {
     /// Jobs passed over for full slots keep their place.
     async fn lease(&self, worker_id: &str, ttl: Duration) -> Result<Option<Lease>, QueueError>;
 
-    /// Extends a lease; `false` when the lease is no longer this worker's (it expired and was reclaimed).
+    /// Extends a lease; `false` when the lease is no longer this worker's: gone, someone else's, or past its
+    /// deadline (an expired lease is lost even before the reconciler takes it back, so that a worker that
+    /// stalled past its deadline stops instead of racing the recovery).
     async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<bool, QueueError>;
 
     /// Finishes a lease: releases its slots. Idempotent.
@@ -60,9 +62,14 @@ pub trait JobQueue: Send + Sync {
     /// Removes a job that is still pending (cancel while queued); `true` when it was there.
     async fn remove(&self, job: JobId) -> Result<bool, QueueError>;
 
-    /// Leases whose deadline has passed: removed from the lease set with their slots released, and returned
-    /// so the caller can decide (requeue or fail).
-    async fn reclaim_expired(&self) -> Result<Vec<QueuedJob>, QueueError>;
+    /// Up to `limit` leases whose deadline has passed, oldest deadline first. Nothing is changed: the lease
+    /// stays (and its job cannot be queued again) until the caller has recovered the job and calls
+    /// [`JobQueue::drop_expired`], so a recovery cut short is found again on the next pass.
+    async fn expired_leases(&self, limit: usize) -> Result<Vec<QueuedJob>, QueueError>;
+
+    /// Ends the lease of `job` if its deadline has passed, releasing its slots (its place in the queue is
+    /// kept for a re-enqueue); `true` when it did. A lease that is gone, or was renewed meanwhile, is left.
+    async fn drop_expired(&self, job: JobId) -> Result<bool, QueueError>;
 
     /// Whether the job is pending or leased.
     async fn contains(&self, job: JobId) -> Result<bool, QueueError>;

@@ -43,6 +43,28 @@ pub struct TransitionUpdate {
     /// policy pauses at once (in the READY write itself: one write less between READY and paused). A paused
     /// state is never written here: only the provider's confirmation records that.
     pub sandbox_state: Option<SandboxState>,
+    /// The build's fencing token, its attempt: when set, the write applies only while the job's `attempts`
+    /// is still this one, so that a build whose job has moved on to another attempt (a stalled worker that
+    /// lost its lease) can never write over the new one. `None` for writes that win whatever the attempt
+    /// (a cancel, a promotion, the first move of a build, which counts the attempt).
+    pub attempt: Option<i32>,
+}
+
+/// Where a page of a listing starts: just after this job, in the listings' order (created_at, then id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageAfter {
+    pub created_at: DateTime<Utc>,
+    pub id: JobId,
+}
+
+impl PageAfter {
+    /// The cursor after `job`: where the page following the one `job` ended starts.
+    pub fn job(job: &Job) -> Self {
+        Self {
+            created_at: job.created_at,
+            id: job.id,
+        }
+    }
 }
 
 /// A compare-and-set either applies, or loses to whatever the row holds now.
@@ -65,7 +87,8 @@ pub struct SandboxStateUpdate {
 
 /// Postgres, the system of record.
 ///
-/// Errors: `Unavailable` for any database failure; `NotFound` where a method addresses a single row that is
+/// Errors: `Unavailable` for any database failure (transient ones, such as a connection closed under a
+/// statement, a serialization failure or a deadlock, have already been retried within a bound); `NotFound` where a method addresses a single row that is
 /// not there (methods returning `Option` use `None` instead); `AlreadyExists` on duplicate inserts.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
@@ -78,8 +101,9 @@ pub trait JobRepository: Send + Sync {
     /// The job only if `user` owns it: another user's job and a missing job look the same.
     async fn get_job_for_user(&self, id: JobId, user: &UserId) -> Result<Option<Job>, RepoError>;
 
-    /// `UPDATE … WHERE id = $1 AND status = $from`, with the update's fields, started_at when leaving the
-    /// queue, completed_at and duration_seconds on a terminal status. `IllegalTransition` when the table
+    /// `UPDATE … WHERE id = $1 AND status = $from` (`AND attempts = $attempt` when the update carries one),
+    /// with the update's fields, started_at when leaving the queue, completed_at and duration_seconds on a
+    /// terminal status. A write refused by either guard is a `Conflict`. `IllegalTransition` when the table
     /// forbids the move.
     async fn transition(
         &self,
@@ -92,7 +116,14 @@ pub trait JobRepository: Send + Sync {
     /// Records the sandbox id (state `running`) whatever the job's status, so that no sandbox is leaked. The
     /// pipeline records a new sandbox with its move to code (one write); it calls this when that move cannot
     /// be made (the job moved while the sandbox was being created), and the sandbox must still be known.
-    async fn record_sandbox(&self, id: JobId, sandbox: &SandboxId) -> Result<Job, RepoError>;
+    /// Fenced by the build's `attempt`: `Ok(None)` when the job is gone or has moved on to another attempt
+    /// (then the sandbox is the caller's alone to kill).
+    async fn record_sandbox(
+        &self,
+        id: JobId,
+        sandbox: &SandboxId,
+        attempt: i32,
+    ) -> Result<Option<Job>, RepoError>;
 
     /// Sets sandbox_state and sandbox_paused in one statement, guarded by `sandbox_state_version`.
     /// `Ok(None)`: the version had moved on (a lost race) or the job is gone.
@@ -105,9 +136,14 @@ pub trait JobRepository: Send + Sync {
     /// Notes preview activity (for the idle re-pause).
     async fn touch_activity(&self, id: JobId, at: DateTime<Utc>) -> Result<(), RepoError>;
 
-    /// Puts a building job whose worker vanished back to queued (CAS on `from`), clearing its sandbox.
-    async fn requeue_job(&self, id: JobId, from: JobStatus)
-        -> Result<TransitionOutcome, RepoError>;
+    /// Puts a building job whose worker vanished back to queued (CAS on `from`, and on `attempt`: the
+    /// attempt being abandoned), clearing its sandbox.
+    async fn requeue_job(
+        &self,
+        id: JobId,
+        from: JobStatus,
+        attempt: i32,
+    ) -> Result<TransitionOutcome, RepoError>;
 
     /// A user's jobs, newest first.
     async fn list_jobs_for_user(&self, user: &UserId, limit: i64) -> Result<Vec<Job>, RepoError>;
@@ -115,16 +151,25 @@ pub trait JobRepository: Send + Sync {
     /// A project's jobs, newest first.
     async fn list_jobs_for_project(&self, project: ProjectId) -> Result<Vec<Job>, RepoError>;
 
-    /// Jobs with a given status (queued ones to rebuild the queue, scheduled ones to promote, …).
+    /// One page of the jobs with a given status (queued ones to rebuild the queue, scheduled ones to
+    /// promote, …), oldest first: at most `limit`, after `after` (the last job of the previous page;
+    /// from the first when `None`). Read by an index in this order, so paging through every one costs
+    /// what reading them once does.
     async fn list_jobs_by_status(
         &self,
         status: JobStatus,
+        after: Option<PageAfter>,
         limit: i64,
     ) -> Result<Vec<Job>, RepoError>;
 
-    /// Jobs whose sandbox needs attention: READY with a live sandbox that is not paused (pausing, running,
-    /// pause_failed), and failed jobs whose sandbox is still live.
-    async fn jobs_needing_attention(&self, limit: i64) -> Result<Vec<Job>, RepoError>;
+    /// One page (as [`JobRepository::list_jobs_by_status`] pages) of the jobs whose sandbox needs
+    /// attention: READY with a live sandbox that is not paused (pausing, running, pause_failed, resuming),
+    /// and failed jobs whose sandbox is still live.
+    async fn jobs_needing_attention(
+        &self,
+        after: Option<PageAfter>,
+        limit: i64,
+    ) -> Result<Vec<Job>, RepoError>;
 
     /// The job that owns this sandbox, if any.
     async fn find_job_by_sandbox(&self, sandbox: &SandboxId) -> Result<Option<Job>, RepoError>;

@@ -153,6 +153,7 @@ impl Inner {
         let pgid = pgid_of(child.id())?;
         let _ = tokio::fs::rename(&starting, logs.join(format!("{pgid}.log"))).await;
         open.record.groups.push(pgid);
+        open.record.background.push(pgid);
         if let Err(e) = open.save().await {
             let _ = process::signal_group(pgid, Signal::SIGKILL);
             return Err(e);

@@ -17,12 +17,14 @@
 //! sandbox another process removed meanwhile as `NotFound`.
 //!
 //! Commands run as `bash -c <cmd>` (not a login shell, so the worker's `PATH` survives), in their own
-//! process group, with a clean environment: the worker's `PATH` and `LANG`, `HOME` = the sandbox
+//! session and process group (so they outlive the process that started them), with a clean environment: the worker's `PATH` and `LANG`, `HOME` = the sandbox
 //! directory, then the command's envs. A `PORT` env is a sandbox port: the process gets the free host port
 //! mapped to it instead, and [`preview_url`](domain::ports::SandboxRuntime::preview_url) for that port is
 //! `http://127.0.0.1:<host port>/`. Output reaches the sink one line at a time, newline included.
 //! Pause sends SIGSTOP to every process group and resume (`connect`) SIGCONT; starting a command in a
-//! paused sandbox is a `Conflict`. Past its timeout a running sandbox is paused (`auto_pause`) or killed.
+//! paused sandbox is a `Conflict`. Past its timeout a running sandbox is paused (`auto_pause`) or killed. A
+//! paused sandbox whose background processes died anyway (stopped processes only die when killed) is reported as what
+//! it is, gone (`NotFound`), and removed.
 //!
 //! This is isolation for convenience, not security: commands run as the worker's user.
 
@@ -189,11 +191,23 @@ impl Inner {
             dir,
             record,
         };
-        let before = open.record.groups.len();
+        let before = (open.record.groups.len(), open.record.background.len());
         open.record
             .groups
             .retain(|&pgid| process::group_alive(pgid));
-        let mut dirty = open.record.groups.len() != before;
+        let groups = &open.record.groups;
+        open.record.background.retain(|pgid| groups.contains(pgid));
+        let after = (open.record.groups.len(), open.record.background.len());
+        let mut dirty = after != before;
+        // Stopped processes do not exit: a paused sandbox that lost a background process (its dev server)
+        // was killed from outside (an OOM kill, a reboot, a signal), and what it held in memory is gone.
+        // That is a sandbox the provider no longer has, as E2B answers for one it lost, not a paused one:
+        // say so, and clean up. (A foreground command may have ended just before the pause stopped it.)
+        if after.1 < before.1 && open.record.state == RunState::Paused {
+            tracing::warn!(sandbox_id = %id, "paused sandbox lost its processes: it is gone");
+            self.kill_open(open).await?;
+            return Err(SandboxError::NotFound(id.to_owned()));
+        }
         if open.record.is_expired(record::now_ms()) {
             if !open.record.auto_pause {
                 tracing::info!(sandbox_id = %id, "sandbox timed out: killing it");

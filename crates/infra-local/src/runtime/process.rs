@@ -2,6 +2,9 @@
 //!
 //! Every command runs in its own process group (its leader's pid is the group id), so one signal reaches
 //! the command and everything it started (npm, then node): SIGSTOP pauses, SIGCONT resumes, SIGKILL kills.
+//! The group is also a session of its own (`setsid`), so the sandbox does not depend on the process that
+//! started it: when that process exits (a crash, a restart, a deploy), the kernel sends SIGHUP and SIGCONT
+//! to every stopped process group it orphans *in its own session*, which killed paused dev servers.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -16,7 +19,7 @@ use tokio::process::Command;
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// A shell command with the workspace as cwd, a clean environment (`PATH` and `LANG` of the worker,
-/// `HOME` = the sandbox directory, then `envs`) and its own process group.
+/// `HOME` = the sandbox directory, then `envs`), in a session and process group of its own.
 pub(crate) fn shell_command(
     script: &str,
     cwd: &Path,
@@ -38,8 +41,18 @@ pub(crate) fn shell_command(
         )
         .env("HOME", home)
         .envs(envs.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .process_group(0);
+        .stdin(Stdio::null());
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent; it is all the child runs
+    // between fork and exec. It also makes the child a process group leader (pgid = pid). The one unsafe
+    // block of the crate: tokio offers no safe way to start a session.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
     cmd
 }
 

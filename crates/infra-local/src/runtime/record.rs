@@ -50,6 +50,10 @@ pub(crate) struct SandboxRecord {
     /// The process groups started in the sandbox (their leaders' pids).
     #[serde(default)]
     pub groups: Vec<i32>,
+    /// Those of `groups` started in the background (dev servers): they run until killed, unlike a
+    /// foreground command, which may end at any moment.
+    #[serde(default)]
+    pub background: Vec<i32>,
     /// Sandbox port → host port on 127.0.0.1.
     #[serde(default)]
     pub ports: BTreeMap<u16, u16>,

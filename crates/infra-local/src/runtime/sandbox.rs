@@ -40,6 +40,7 @@ impl SandboxRuntime for LocalRuntime {
             },
             state: RunState::Running,
             groups: Vec::new(),
+            background: Vec::new(),
             ports: Default::default(),
         };
         let made = async {

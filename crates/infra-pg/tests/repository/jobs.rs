@@ -157,20 +157,20 @@ async fn listings_filter_and_order(pool: PgPool) {
     // Oldest first, across users.
     assert_eq!(
         ids(repo
-            .list_jobs_by_status(JobStatus::Queued, 10)
+            .list_jobs_by_status(JobStatus::Queued, None, 10)
             .await
             .unwrap()),
         vec![a1.id, a3.id, b1.id]
     );
     assert_eq!(
         ids(repo
-            .list_jobs_by_status(JobStatus::Starting, 10)
+            .list_jobs_by_status(JobStatus::Starting, None, 10)
             .await
             .unwrap()),
         vec![a2.id]
     );
     assert!(repo
-        .list_jobs_by_status(JobStatus::Ready, 10)
+        .list_jobs_by_status(JobStatus::Ready, None, 10)
         .await
         .unwrap()
         .is_empty());

@@ -2,6 +2,7 @@
 //! with `infra_pg::MIGRATOR` and dropped afterwards. Needs DATABASE_URL (a server where databases can be
 //! created), e.g. postgres://postgres@127.0.0.1:5432/postgres.
 
+mod faults;
 mod helpers;
 mod jobs;
 mod projects;

@@ -1,6 +1,6 @@
 //! Recording sandboxes, their versioned state, the reconciler's work list and lookups by sandbox.
 
-use domain::ports::{JobRepository, RepoError, SandboxStateUpdate, TransitionUpdate};
+use domain::ports::{JobRepository, SandboxStateUpdate, TransitionUpdate};
 use domain::{Job, JobId, JobStatus, SandboxId, SandboxState};
 use infra_pg::PgJobRepository;
 use sqlx::PgPool;
@@ -34,9 +34,10 @@ async fn record_sandbox_marks_it_running(pool: PgPool) {
     let job = job_at(&repo, p.id, &alice, JobStatus::Scaffold).await;
 
     let recorded = repo
-        .record_sandbox(job.id, &sandbox("sbx-1"))
+        .record_sandbox(job.id, &sandbox("sbx-1"), job.attempts)
         .await
-        .unwrap();
+        .unwrap()
+        .expect("the job is at this attempt");
     assert_eq!(recorded.sandbox_id, Some(sandbox("sbx-1")));
     assert_eq!(recorded.sandbox_state, SandboxState::Running);
     assert_eq!(
@@ -47,8 +48,19 @@ async fn record_sandbox_marks_it_running(pool: PgPool) {
     assert_eq!(repo.get_job(job.id).await.unwrap(), Some(recorded));
 
     assert_eq!(
-        repo.record_sandbox(JobId::new(), &sandbox("sbx-2")).await,
-        Err(RepoError::NotFound)
+        repo.record_sandbox(JobId::new(), &sandbox("sbx-2"), 1)
+            .await,
+        Ok(None)
+    );
+    // Fenced: a build of an earlier attempt records nothing on the job.
+    assert_eq!(
+        repo.record_sandbox(job.id, &sandbox("sbx-3"), job.attempts - 1)
+            .await,
+        Ok(None)
+    );
+    assert_eq!(
+        repo.get_job(job.id).await.unwrap().unwrap().sandbox_id,
+        Some(sandbox("sbx-1"))
     );
 }
 
@@ -59,8 +71,9 @@ async fn stale_version_loses_and_writes_nothing(pool: PgPool) {
     let p = project(&repo, &alice).await;
     let job = job_at(&repo, p.id, &alice, JobStatus::Checks).await;
     let job = repo
-        .record_sandbox(job.id, &sandbox("sbx-1"))
+        .record_sandbox(job.id, &sandbox("sbx-1"), job.attempts)
         .await
+        .unwrap()
         .unwrap();
 
     let pausing = set(&repo, &job, SandboxState::Pausing).await;
@@ -159,7 +172,11 @@ async fn jobs_needing_attention_lists_live_unpaused_ready_and_live_failed(pool: 
         let alice = alice.clone();
         async move {
             let job = job_at(&repo, p.id, &alice, JobStatus::Checks).await;
-            let job = repo.record_sandbox(job.id, &sandbox(name)).await.unwrap();
+            let job = repo
+                .record_sandbox(job.id, &sandbox(name), 1)
+                .await
+                .unwrap()
+                .unwrap();
             let job = applied(
                 repo.transition(
                     job.id,
@@ -182,7 +199,11 @@ async fn jobs_needing_attention_lists_live_unpaused_ready_and_live_failed(pool: 
         let alice = alice.clone();
         async move {
             let job = job_at(&repo, p.id, &alice, JobStatus::Deps).await;
-            let job = repo.record_sandbox(job.id, &sandbox(name)).await.unwrap();
+            let job = repo
+                .record_sandbox(job.id, &sandbox(name), 1)
+                .await
+                .unwrap()
+                .unwrap();
             let job = applied(
                 repo.transition(
                     job.id,
@@ -212,14 +233,14 @@ async fn jobs_needing_attention_lists_live_unpaused_ready_and_live_failed(pool: 
     failed_with("f-killed", SandboxState::Killed).await;
     // Still building: the lease, not the reconciler's sandbox pass, looks after it.
     let building = job_at(&repo, p.id, &alice, JobStatus::Code).await;
-    repo.record_sandbox(building.id, &sandbox("b-running"))
+    repo.record_sandbox(building.id, &sandbox("b-running"), 1)
         .await
         .unwrap();
     // READY without a sandbox id.
     ready_job(&repo, p.id, &alice).await;
 
     let mut listed: Vec<JobId> = repo
-        .jobs_needing_attention(100)
+        .jobs_needing_attention(None, 100)
         .await
         .unwrap()
         .into_iter()
@@ -239,7 +260,7 @@ async fn jobs_needing_attention_lists_live_unpaused_ready_and_live_failed(pool: 
 
     // Oldest change first, and the limit holds.
     let first_two: Vec<JobId> = repo
-        .jobs_needing_attention(2)
+        .jobs_needing_attention(None, 2)
         .await
         .unwrap()
         .into_iter()
@@ -255,8 +276,9 @@ async fn find_job_by_sandbox_finds_its_owner(pool: PgPool) {
     let p = project(&repo, &alice).await;
     let job = job_at(&repo, p.id, &alice, JobStatus::Scaffold).await;
     let job = repo
-        .record_sandbox(job.id, &sandbox("sbx-owned"))
+        .record_sandbox(job.id, &sandbox("sbx-owned"), 1)
         .await
+        .unwrap()
         .unwrap();
 
     assert_eq!(

@@ -95,7 +95,9 @@ async fn leaving_the_queue_counts_an_attempt_and_nothing_else_does(pool: PgPool)
         TransitionOutcome::Conflict { .. }
     ));
     // The worker vanished: back to the queue, then a second worker starts it.
-    repo.requeue_job(job.id, JobStatus::Scaffold).await.unwrap();
+    repo.requeue_job(job.id, JobStatus::Scaffold, 1)
+        .await
+        .unwrap();
     let restarted = applied(start(JobStatus::Queued).await.unwrap());
     assert_eq!(restarted.attempts, 2);
 
@@ -517,11 +519,16 @@ async fn requeue_puts_a_building_job_back_and_clears_its_sandbox(pool: PgPool) {
     let p = project(&repo, &alice).await;
     let job = job_at(&repo, p.id, &alice, JobStatus::Scaffold).await;
     let recorded = repo
-        .record_sandbox(job.id, &SandboxId::try_from("sbx-lost").unwrap())
+        .record_sandbox(job.id, &SandboxId::try_from("sbx-lost").unwrap(), 1)
         .await
+        .unwrap()
         .unwrap();
 
-    let requeued = applied(repo.requeue_job(job.id, JobStatus::Scaffold).await.unwrap());
+    let requeued = applied(
+        repo.requeue_job(job.id, JobStatus::Scaffold, 1)
+            .await
+            .unwrap(),
+    );
     assert_eq!(requeued.status, JobStatus::Queued);
     assert_eq!(requeued.sandbox_id, None);
     assert_eq!(requeued.preview_url, None);
@@ -545,13 +552,13 @@ async fn requeue_puts_a_building_job_back_and_clears_its_sandbox(pool: PgPool) {
 
     // Compare-and-set on `from`.
     assert_eq!(
-        repo.requeue_job(job.id, JobStatus::Deps).await.unwrap(),
+        repo.requeue_job(job.id, JobStatus::Deps, 1).await.unwrap(),
         TransitionOutcome::Conflict {
             current: Some(JobStatus::Starting)
         }
     );
     assert_eq!(
-        repo.requeue_job(JobId::new(), JobStatus::Deps)
+        repo.requeue_job(JobId::new(), JobStatus::Deps, 1)
             .await
             .unwrap(),
         TransitionOutcome::Conflict { current: None }
@@ -564,7 +571,7 @@ async fn requeue_puts_a_building_job_back_and_clears_its_sandbox(pool: PgPool) {
         JobStatus::Failed,
     ] {
         assert_eq!(
-            repo.requeue_job(job.id, from).await,
+            repo.requeue_job(job.id, from, 1).await,
             Err(RepoError::IllegalTransition {
                 from,
                 to: JobStatus::Queued

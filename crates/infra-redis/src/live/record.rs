@@ -14,15 +14,16 @@ use super::event::{format_time, parse_time};
 /// The field holding [`revision`]; the save script compares it.
 pub(crate) const REVISION_FIELD: &str = "rev";
 
-/// A string that sorts like the record's age: `sandbox_state_version` first (it never decreases from one row
-/// version to the next), then `updated_at` to the nanosecond. Digits only, at fixed width, so that string
-/// order is numeric order in Lua under any collation (Redis sets `LC_COLLATE` from its environment).
+/// [`Job::revision`] as a string that sorts like it: the version, then `updated_at` to the nanosecond.
+/// Digits only, at fixed width, so that string order is numeric order in Lua under any collation (Redis
+/// sets `LC_COLLATE` from its environment).
 pub(crate) fn revision(job: &Job) -> String {
+    let (version, at) = job.revision();
     format!(
         "{:020}{:020}{:09}",
-        job.sandbox_state_version.max(0),
-        job.updated_at.timestamp().max(0),
-        job.updated_at.timestamp_subsec_nanos()
+        version.max(0),
+        at.timestamp().max(0),
+        at.timestamp_subsec_nanos()
     )
 }
 

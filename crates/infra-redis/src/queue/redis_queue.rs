@@ -9,14 +9,12 @@ use domain::{JobId, ProjectId, Tier, TierTable, UserId};
 use fred::prelude::{Client, SortedSetsInterface, Value};
 
 use super::scripts::{
-    retry_after_minutes, tier_base_score, CONTAINS, ENQUEUE, FINISH, HEARTBEAT, LEASE, RECLAIM,
-    REMOVE,
+    retry_after_minutes, tier_base_score, CONTAINS, DROP_EXPIRED, ENQUEUE, EXPIRED, FINISH,
+    HEARTBEAT, LEASE, REMOVE,
 };
 use crate::error::queue_err;
 use crate::Keys;
 
-/// Most expired leases taken back per [`JobQueue::reclaim_expired`] call, bounding the script's run time.
-const RECLAIM_BATCH: u32 = 500;
 /// How long a reclaimed job's queue meta is kept for a re-enqueue to restore its place.
 const RECLAIMED_META_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
@@ -220,21 +218,19 @@ impl JobQueue for RedisQueue {
     }
 
     #[tracing::instrument(skip_all, err)]
-    async fn reclaim_expired(&self) -> Result<Vec<QueuedJob>, QueueError> {
+    async fn expired_leases(&self, limit: usize) -> Result<Vec<QueuedJob>, QueueError> {
         let k = &self.keys;
-        let flat: Vec<String> = RECLAIM
+        let flat: Vec<String> = EXPIRED
             .run(
                 &self.client,
                 vec![
                     k.queue_leases(),
-                    k.queue_owners(),
                     k.queue_meta(),
                     k.queue_reclaimed(),
                     k.queue_pending(),
                 ],
                 vec![
-                    k.queue_slots_prefix().into(),
-                    i64::from(RECLAIM_BATCH).into(),
+                    i64::try_from(limit).unwrap_or(i64::MAX).into(),
                     ms(RECLAIMED_META_RETENTION).into(),
                 ],
             )
@@ -244,13 +240,36 @@ impl JobQueue for RedisQueue {
         for entry in flat.chunks_exact(4) {
             match queued_job(&entry[0], &entry[1], &entry[2], &entry[3]) {
                 Ok(job) => jobs.push(job),
-                // The lease is gone already; the reconciler's rebuild from Postgres finds the job.
+                // Without its meta the lease cannot be recovered from here; dropped, its job is found by the
+                // reconciler's sweep of building jobs without a lease (and queued ones by the rebuild).
                 Err(error) => {
-                    tracing::warn!(job_id = %entry[0], %error, "reclaimed lease without usable meta")
+                    tracing::warn!(job_id = %entry[0], %error, "expired lease without usable meta; dropped");
+                    if let Ok(id) = JobId::parse(&entry[0]) {
+                        self.drop_expired(id).await?;
+                    }
                 }
             }
         }
         Ok(jobs)
+    }
+
+    #[tracing::instrument(skip_all, fields(job_id = %job), err)]
+    async fn drop_expired(&self, job: JobId) -> Result<bool, QueueError> {
+        let k = &self.keys;
+        let dropped: i64 = DROP_EXPIRED
+            .run(
+                &self.client,
+                vec![
+                    k.queue_leases(),
+                    k.queue_owners(),
+                    k.queue_meta(),
+                    k.queue_reclaimed(),
+                ],
+                vec![job.to_string().into(), k.queue_slots_prefix().into()],
+            )
+            .await
+            .map_err(queue_err)?;
+        Ok(dropped == 1)
     }
 
     #[tracing::instrument(skip_all, fields(job_id = %job), err)]

@@ -9,7 +9,8 @@ pub(super) static LEASE: LuaScript = LuaScript::new(include_str!("../lua/lease.l
 pub(super) static HEARTBEAT: LuaScript = LuaScript::new(include_str!("../lua/heartbeat.lua"));
 pub(super) static FINISH: LuaScript = LuaScript::new(include_str!("../lua/finish.lua"));
 pub(super) static REMOVE: LuaScript = LuaScript::new(include_str!("../lua/remove.lua"));
-pub(super) static RECLAIM: LuaScript = LuaScript::new(include_str!("../lua/reclaim.lua"));
+pub(super) static EXPIRED: LuaScript = LuaScript::new(include_str!("../lua/expired.lua"));
+pub(super) static DROP_EXPIRED: LuaScript = LuaScript::new(include_str!("../lua/drop_expired.lua"));
 pub(super) static CONTAINS: LuaScript = LuaScript::new(include_str!("../lua/contains.lua"));
 
 /// The part of a pending job's score its tier sets: `(1000 − priority_boost)·1e12`. The script adds a

@@ -20,7 +20,8 @@ pub(super) enum Stop {
     Cancelled,
     /// A compare-and-set lost: someone else moved the job (`None`: it is gone).
     Conflict { current: Option<JobStatus> },
-    /// Postgres failed, so the stage could not be recorded.
+    /// Postgres failed (after the repository's own retries), so the stage could not be recorded. Not the
+    /// build's fault: the job is given back, never failed for it.
     Repo(RepoError),
 }
 
@@ -56,6 +57,11 @@ impl<'a> Build<'a> {
         }
     }
 
+    /// The build's fencing token: the attempt its first move counted. Every later write carries it.
+    pub(super) fn attempt(&self) -> i32 {
+        self.job.attempts
+    }
+
     pub(super) fn check_cancelled(&self) -> Result<(), Stop> {
         if self.cancel.is_cancelled() {
             Err(Stop::Cancelled)
@@ -74,8 +80,9 @@ impl<'a> Build<'a> {
         }
     }
 
-    /// Moves the job on from its current status: the compare-and-set, then the live hash and the event.
-    /// Checks the token first, so a cancelled build never writes another stage (READY least of all).
+    /// Moves the job on from its current status: the compare-and-set, fenced by this build's attempt, then
+    /// the live hash and the event. Checks the token first, so a cancelled build never writes another stage
+    /// (READY least of all).
     pub(super) async fn advance(
         &mut self,
         to: JobStatus,
@@ -84,6 +91,10 @@ impl<'a> Build<'a> {
         self.check_cancelled()?;
         let from = self.job.status;
         let message = update.message.clone().unwrap_or_default();
+        let update = TransitionUpdate {
+            attempt: Some(self.attempt()),
+            ..update
+        };
         match self
             .deps
             .repo

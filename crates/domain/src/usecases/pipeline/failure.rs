@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::files::FileError;
-use crate::ports::{GeneratorError, RepoError, SandboxError};
+use crate::ports::{GeneratorError, SandboxError};
 use crate::{DebugId, JobGoalError};
 
 /// How much of npm's stderr the founder sees.
@@ -52,8 +52,6 @@ pub enum PipelineError {
     InstallFailed { exit_code: i32, stderr_tail: String },
     #[error("the dev server did not answer at {url} within {waited:?}")]
     NotReady { url: String, waited: Duration },
-    #[error("the job repository failed")]
-    Repo(#[source] RepoError),
 }
 
 impl PipelineError {
@@ -76,13 +74,9 @@ impl PipelineError {
                 "The dev server did not become ready within {}s at {url}.",
                 waited.as_secs()
             ),
-            PipelineError::Repo(_) => UNEXPECTED.to_owned(),
         }
     }
 }
-
-const UNEXPECTED: &str =
-    "An unexpected error occurred during the build. Our team has been notified.";
 
 fn sandbox_message(step: Step, error: &SandboxError) -> String {
     match error {

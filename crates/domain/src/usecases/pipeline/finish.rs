@@ -14,7 +14,12 @@ impl Build<'_> {
     pub(super) async fn finish(mut self, stop: Stop) -> BuildOutcome {
         match stop {
             Stop::Failed(error) => self.fail(error).await,
-            Stop::Repo(error) => self.fail(PipelineError::Repo(error)).await,
+            // An infrastructure failure is not the build's: give the job back (another attempt, or the
+            // reconciler once the lease runs out, builds it), never fail it.
+            Stop::Repo(error) => {
+                tracing::warn!(error = %error, "the job repository failed; giving the job back");
+                self.interrupted().await
+            }
             Stop::Conflict { current } => {
                 self.kill_sandbox(true).await;
                 lost(current)
@@ -33,6 +38,7 @@ impl Build<'_> {
             message: Some(message.clone()),
             error_message: Some(friendly),
             debug_id: Some(debug_id),
+            attempt: Some(self.attempt()),
             ..TransitionUpdate::default()
         };
         let outcome = match self
@@ -58,8 +64,9 @@ impl Build<'_> {
         outcome
     }
 
-    /// Our token fired while the job was still ours: kill the sandbox and put the job back in the queue,
-    /// unless someone else moved it meanwhile (then a cancel, most likely, and that is what we report).
+    /// Our token fired while the job was still ours (or Postgres failed under a stage): kill the sandbox and
+    /// put the job back in the queue, unless someone else moved it meanwhile (then a cancel, most likely,
+    /// and that is what we report).
     async fn interrupted(&mut self) -> BuildOutcome {
         let from = self.job.status;
         if !from.is_building() {
@@ -68,7 +75,12 @@ impl Build<'_> {
         }
         // requeue_job clears the sandbox fields, so there is no state to record for the kill.
         self.kill_sandbox(false).await;
-        match self.deps.repo.requeue_job(self.job.id, from).await {
+        match self
+            .deps
+            .repo
+            .requeue_job(self.job.id, from, self.attempt())
+            .await
+        {
             Ok(TransitionOutcome::Applied(job)) => {
                 self.job = *job;
                 tracing::info!(from = %from, "build interrupted; job requeued");

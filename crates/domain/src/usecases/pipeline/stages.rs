@@ -67,16 +67,24 @@ impl Build<'_> {
         Ok(sandbox)
     }
 
-    /// Records the sandbox whatever the job's status, in both stores.
+    /// Records the sandbox whatever the job's status (unless the job has moved on to another attempt), in
+    /// both stores.
     async fn record_sandbox(&mut self, sandbox: &SandboxId) -> Result<(), Stop> {
-        self.job = self
+        let recorded = self
             .deps
             .repo
-            .record_sandbox(self.job.id, sandbox)
+            .record_sandbox(self.job.id, sandbox, self.attempt())
             .await
             .map_err(Stop::Repo)?;
-        self.save_live().await;
-        tracing::info!("sandbox recorded; the build stops");
+        match recorded {
+            Some(job) => {
+                self.job = job;
+                self.save_live().await;
+                tracing::info!("sandbox recorded; the build stops");
+            }
+            // Another attempt owns the job now: the sandbox is ours alone, and the caller kills it.
+            None => tracing::info!("job gone or at another attempt; sandbox not recorded"),
+        }
         Ok(())
     }
 

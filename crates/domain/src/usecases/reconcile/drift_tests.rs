@@ -15,8 +15,8 @@ async fn drift(j: Job, there: Option<ProviderState>) -> (DriftReport, Vec<Sandbo
     let row = stateful_repo(&mut repo, &j);
     let r = row.clone();
     repo.expect_list_jobs_by_status()
-        .withf(|s, _| *s == JobStatus::Ready)
-        .returning(move |_, _| Ok(vec![r.current()]));
+        .withf(|s, _, _| *s == JobStatus::Ready)
+        .returning(move |_, _, _| Ok(vec![r.current()]));
     let mut runtime = MockSandboxRuntime::new();
     let listed: Vec<ProviderSandbox> = there
         .map(|state| ProviderSandbox {

@@ -4,7 +4,7 @@
 //! was read: a build that has created its sandbox but not yet recorded it (a building job with no sandbox
 //! id) is the one case left alone.
 
-use super::{ReconcileError, Reconciler};
+use super::{Pages, ReconcileError, Reconciler};
 use crate::ports::{ProviderSandbox, SandboxError};
 use crate::usecases::snapshot::{save_live, set_state};
 use crate::{Job, JobStatus, SandboxState};
@@ -92,11 +92,15 @@ impl Reconciler {
         &self,
         report: &mut LeakReport,
     ) -> Result<(), ReconcileError> {
+        let mut pages = Pages::default();
+        while let Some(jobs) = self.page_needing_attention(&mut pages).await? {
+            self.kill_sandboxes_of(jobs, report).await;
+        }
+        Ok(())
+    }
+
+    async fn kill_sandboxes_of(&self, jobs: Vec<Job>, report: &mut LeakReport) {
         let d = &self.deps;
-        let jobs = d
-            .repo
-            .jobs_needing_attention(self.config.scan_limit)
-            .await?;
         for job in jobs {
             let Some(sandbox_id) = job.sandbox_id.clone() else {
                 continue;
@@ -129,7 +133,6 @@ impl Reconciler {
                 }
             }
         }
-        Ok(())
     }
 }
 

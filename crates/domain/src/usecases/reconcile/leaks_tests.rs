@@ -55,7 +55,7 @@ async fn sandboxes_without_a_live_owner_are_killed_and_the_others_kept() {
         .returning(move |_, _| Ok(Some(killed_row.clone())));
     // By the time the attention list is read, the failed job's record says killed.
     repo.expect_jobs_needing_attention()
-        .returning(|_| Ok(vec![]));
+        .returning(|_, _| Ok(vec![]));
 
     let mut runtime = MockSandboxRuntime::new();
     runtime.expect_list().returning(move || Ok(listed.clone()));
@@ -95,7 +95,7 @@ async fn a_failed_job_still_recording_a_live_sandbox_gets_it_killed_or_marked_go
     let row = super::super::fixtures::stateful_repo(&mut repo, &failed);
     let listed = row.clone();
     repo.expect_jobs_needing_attention()
-        .returning(move |_| Ok(vec![listed.current()]));
+        .returning(move |_, _| Ok(vec![listed.current()]));
     let mut runtime = MockSandboxRuntime::new();
     runtime.expect_list().returning(|| Ok(vec![]));
     runtime

@@ -35,10 +35,10 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use crate::ports::{
-    JobQueue, JobRepository, LiveJobStore, QueueError, RepoError, SandboxError, SandboxRuntime,
-    StepLock, StoreError,
+    JobQueue, JobRepository, LiveJobStore, PageAfter, QueueError, RepoError, SandboxError,
+    SandboxRuntime, StepLock, StoreError,
 };
-use crate::{JobId, PausePolicy};
+use crate::{Job, JobId, JobStatus, PausePolicy};
 
 pub use drift::DriftReport;
 pub use leaks::LeakReport;
@@ -57,7 +57,8 @@ pub struct ReconcileDeps {
     pub runtime: Arc<dyn SandboxRuntime>,
 }
 
-/// The reconciler's policy.
+/// The reconciler's policy. Every interval is configurable (job-worker's settings); the defaults are
+/// production's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReconcileConfig {
     /// When a READY build's sandbox is paused (`PAUSE_POLICY`); decides which running sandboxes are failed
@@ -65,22 +66,28 @@ pub struct ReconcileConfig {
     pub pause_policy: PausePolicy,
     /// A resumed sandbox is paused again after this long without activity (`IDLE_PAUSE_SECS`, 600 s).
     pub idle_pause_after: Duration,
-    /// A just-READY sandbox is left to the pipeline's own pause for this long.
+    /// A READY sandbox left running by a failed pause is first retried this long after READY. A few
+    /// seconds: every second a READY sandbox runs is billed.
     pub pause_grace: Duration,
-    /// The first wait after a failed pause; doubled after each failure up to `pause_backoff_max`.
+    /// The wait after a failed retry; doubled after each failure up to `pause_backoff_max`.
     pub pause_backoff_base: Duration,
     pub pause_backoff_max: Duration,
+    /// A `pausing` record this old lost its pauser (a worker killed mid-pause, a write that failed): the
+    /// provider is asked what became of the pause, and the pause finished or retried.
+    pub pausing_stale_after: Duration,
     /// After this many failed pauses in a row the state becomes `pause_failed` (retries continue at
     /// `pause_backoff_max`).
     pub max_pause_attempts: u32,
     /// A build whose worker vanished is requeued while its attempts are below this, then failed.
     pub max_build_attempts: i32,
     /// A building job absent from the queue's lease set (a Redis loss) is recovered after this long
-    /// without a transition.
+    /// without a transition: the lease TTL, the longest a live build goes without noticing that its lease
+    /// is gone.
     pub orphan_after: Duration,
-    /// A `pausing`/`resuming` state older than this was left by a crash and is set to the provider's truth.
+    /// A `resuming` state older than this was left by a crash and is set to the provider's truth; longer
+    /// than a resume may take.
     pub stale_transition_after: Duration,
-    /// The most rows one step reads per status.
+    /// The rows one read takes: every step pages through all of its rows, this many at a time.
     pub scan_limit: i64,
     /// Scheduled jobs are promoted within this long after midnight UTC (a fixed per-job offset).
     pub promote_jitter: Duration,
@@ -93,13 +100,14 @@ impl Default for ReconcileConfig {
         Self {
             pause_policy: PausePolicy::Immediate,
             idle_pause_after: Duration::from_secs(600),
-            pause_grace: Duration::from_secs(60),
-            pause_backoff_base: Duration::from_secs(30),
-            pause_backoff_max: Duration::from_secs(15 * 60),
+            pause_grace: Duration::from_secs(5),
+            pause_backoff_base: Duration::from_secs(2),
+            pause_backoff_max: Duration::from_secs(120),
+            pausing_stale_after: Duration::from_secs(30),
             max_pause_attempts: 5,
             max_build_attempts: 3,
-            orphan_after: Duration::from_secs(10 * 60),
-            stale_transition_after: Duration::from_secs(5 * 60),
+            orphan_after: Duration::from_secs(60),
+            stale_transition_after: Duration::from_secs(120),
             scan_limit: 500,
             promote_jitter: Duration::from_secs(5 * 60),
             step_lock_ttl: Duration::from_secs(120),
@@ -158,6 +166,24 @@ pub mod step {
     pub const IDLE: &str = "idle_repause";
 }
 
+/// Where a step is in a listing it pages through.
+#[derive(Debug, Default)]
+struct Pages {
+    after: Option<PageAfter>,
+    /// The last page was shorter than a full one: there is nothing after it.
+    done: bool,
+}
+
+impl Pages {
+    /// Moves past `page`; `None` when it is empty.
+    fn advance(&mut self, page: Vec<Job>, limit: i64) -> Option<Vec<Job>> {
+        self.done = i64::try_from(page.len()).unwrap_or(i64::MAX) < limit;
+        let last = page.last()?;
+        self.after = Some(PageAfter::job(last));
+        Some(page)
+    }
+}
+
 /// Failed pauses seen by this process: how many in a row, and when to try next.
 #[derive(Debug, Clone, Copy)]
 struct PauseBackoff {
@@ -173,6 +199,8 @@ pub struct Reconciler {
     /// Kept in process: after a restart (or on another worker) a job starts from its first retry, which
     /// is harmless; `pause_failed` in Postgres keeps the durable part.
     backoff: Mutex<HashMap<JobId, PauseBackoff>>,
+    /// Where the rebuild of finished jobs' hashes goes on from, per status (see [`rebuild`]).
+    rebuild_cursors: Mutex<HashMap<JobStatus, PageAfter>>,
 }
 
 impl Reconciler {
@@ -181,6 +209,7 @@ impl Reconciler {
             deps,
             config,
             backoff: Mutex::default(),
+            rebuild_cursors: Mutex::default(),
         }
     }
 
@@ -214,6 +243,50 @@ impl Reconciler {
                 .locked(lock, step::IDLE, self.repause_idle(Utc::now()))
                 .await,
         }
+    }
+
+    /// Every job with `status`, read a page at a time (for the small sets: building, scheduled; steps over
+    /// large ones go page by page with [`Self::page_by_status`]).
+    async fn all_with_status(&self, status: JobStatus) -> Result<Vec<Job>, RepoError> {
+        let mut all = Vec::new();
+        let mut pages = Pages::default();
+        while let Some(page) = self.page_by_status(status, &mut pages).await? {
+            all.extend(page);
+        }
+        Ok(all)
+    }
+
+    /// The next page of jobs with `status`; `None` once every one was read.
+    async fn page_by_status(
+        &self,
+        status: JobStatus,
+        pages: &mut Pages,
+    ) -> Result<Option<Vec<Job>>, RepoError> {
+        if pages.done {
+            return Ok(None);
+        }
+        let page = self
+            .deps
+            .repo
+            .list_jobs_by_status(status, pages.after, self.config.scan_limit)
+            .await?;
+        Ok(pages.advance(page, self.config.scan_limit))
+    }
+
+    /// The next page of jobs needing attention (see [`Self::page_by_status`]).
+    async fn page_needing_attention(
+        &self,
+        pages: &mut Pages,
+    ) -> Result<Option<Vec<Job>>, RepoError> {
+        if pages.done {
+            return Ok(None);
+        }
+        let page = self
+            .deps
+            .repo
+            .jobs_needing_attention(pages.after, self.config.scan_limit)
+            .await?;
+        Ok(pages.advance(page, self.config.scan_limit))
     }
 
     async fn locked<R>(

@@ -6,8 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use super::{PauseBackoff, ReconcileError, Reconciler};
-use crate::ports::{RepoError, SandboxError};
+use super::{Pages, PauseBackoff, ReconcileError, Reconciler};
+use crate::ports::{ProviderState, RepoError, SandboxError};
 use crate::usecases::pipeline::{pause_job_sandbox, PauseDeps, PauseResult};
 use crate::usecases::snapshot::{save_live, set_state};
 use crate::{Job, JobStatus, PausePolicy, SandboxState};
@@ -33,21 +33,20 @@ pub struct PauseReport {
 
 impl Reconciler {
     /// Retries the pause of READY sandboxes whose post-READY pause failed: state `pause_failed`, or
-    /// `running`, never resumed, under the `immediate` policy and past `pause_grace`. Preview activity does
-    /// not defer it (status polls count as activity; only a resumed sandbox is kept awake by it, in
-    /// [`Self::repause_idle`]). Failures back off exponentially on the `now` clock; after
-    /// `max_pause_attempts` in a row the state becomes `pause_failed`.
+    /// `running`, never resumed, under the `immediate` policy and past `pause_grace`; and `pausing` records
+    /// older than `pausing_stale_after`, whose pauser was lost (the provider is asked what became of the
+    /// pause first). Preview activity does not defer it (status polls count as activity; only a resumed
+    /// sandbox is kept awake by it, in [`Self::repause_idle`]). Failures back off exponentially on the
+    /// `now` clock; after `max_pause_attempts` in a row the state becomes `pause_failed`.
     #[tracing::instrument(skip_all, err)]
     pub async fn retry_failed_pauses(
         &self,
         now: DateTime<Utc>,
     ) -> Result<PauseReport, ReconcileError> {
-        let jobs = self.attention().await?;
-        let due: Vec<Job> = jobs
-            .into_iter()
-            .filter(|j| self.is_failed_pause(j, now))
-            .collect();
-        Ok(self.pause_all(due, now).await)
+        self.pause_where(now, |job| {
+            self.is_failed_pause(job, now) || self.is_stale_pausing(job, now)
+        })
+        .await
     }
 
     /// Pauses running READY sandboxes idle past their limit: `idle_pause_after` since the later of
@@ -55,21 +54,34 @@ impl Reconciler {
     /// paused since its build.
     #[tracing::instrument(skip_all, err)]
     pub async fn repause_idle(&self, now: DateTime<Utc>) -> Result<PauseReport, ReconcileError> {
-        let jobs = self.attention().await?;
-        let due: Vec<Job> = jobs.into_iter().filter(|j| self.is_idle(j, now)).collect();
-        Ok(self.pause_all(due, now).await)
+        self.pause_where(now, |job| self.is_idle(job, now)).await
     }
 
-    /// READY (and failed) jobs with a live, unpaused sandbox; forgets backoff of jobs no longer among them.
-    async fn attention(&self) -> Result<Vec<Job>, ReconcileError> {
-        let jobs = self
-            .deps
-            .repo
-            .jobs_needing_attention(self.config.scan_limit)
-            .await?;
-        let ids: HashSet<_> = jobs.iter().map(|j| j.id).collect();
-        self.backoff_map().retain(|id, _| ids.contains(id));
-        Ok(jobs)
+    /// Pages through every READY (and failed) job with a live, unpaused sandbox and pauses those `due`
+    /// selects; forgets the backoff of jobs no longer among them.
+    async fn pause_where(
+        &self,
+        now: DateTime<Utc>,
+        due: impl Fn(&Job) -> bool,
+    ) -> Result<PauseReport, ReconcileError> {
+        let mut report = PauseReport::default();
+        let mut seen = HashSet::new();
+        let mut pages = Pages::default();
+        while let Some(page) = self.page_needing_attention(&mut pages).await? {
+            seen.extend(page.iter().map(|j| j.id));
+            let page: Vec<Job> = page.into_iter().filter(|j| due(j)).collect();
+            self.pause_all(page, now, &mut report).await;
+        }
+        self.backoff_map().retain(|id, _| seen.contains(id));
+        Ok(report)
+    }
+
+    /// A `pausing` record nobody is finishing: its pauser died, or could not record the outcome.
+    fn is_stale_pausing(&self, job: &Job, now: DateTime<Utc>) -> bool {
+        job.status == JobStatus::Ready
+            && job.sandbox_id.is_some()
+            && job.sandbox_state == SandboxState::Pausing
+            && elapsed(job.updated_at, now) >= self.config.pausing_stale_after
     }
 
     fn is_failed_pause(&self, job: &Job, now: DateTime<Utc>) -> bool {
@@ -109,11 +121,8 @@ impl Reconciler {
     }
 
     /// Pauses each due job unless it is backing off at `now` (the same clock as every other time rule).
-    async fn pause_all(&self, due: Vec<Job>, now: DateTime<Utc>) -> PauseReport {
-        let mut report = PauseReport {
-            due: due.len(),
-            ..PauseReport::default()
-        };
+    async fn pause_all(&self, due: Vec<Job>, now: DateTime<Utc>, report: &mut PauseReport) {
+        report.due += due.len();
         for job in due {
             let failures = match self.backoff_map().get(&job.id) {
                 Some(b) if b.next_retry_at > now => {
@@ -130,7 +139,11 @@ impl Reconciler {
                 runtime: d.runtime.as_ref(),
             };
             let started = Instant::now();
-            let result = pause_job_sandbox(deps, &job).await;
+            let result = if job.sandbox_state == SandboxState::Pausing {
+                settle_pausing(deps, &job).await
+            } else {
+                pause_job_sandbox(deps, &job).await
+            };
             let pause_latency_ms = started.elapsed().as_millis() as u64;
             match result {
                 PauseResult::Paused(_) => {
@@ -157,7 +170,7 @@ impl Reconciler {
                         job_id = %job.id,
                         failures,
                         pause_latency_ms,
-                        retry_in_secs = delay.as_secs(),
+                        retry_in_ms = delay.as_millis() as u64,
                         error = %error,
                         "pause failed; will retry"
                     );
@@ -188,7 +201,6 @@ impl Reconciler {
                 }
             }
         }
-        report
     }
 
     /// After a failed pause put the state back to running: records `pause_failed` instead. `true` when
@@ -224,6 +236,35 @@ impl Reconciler {
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<crate::JobId, PauseBackoff>> {
         // Poisoning only follows a panic elsewhere; the map is still usable.
         self.backoff.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A `pausing` record whose pause outcome is unknown: the provider says what became of it. Paused: recorded
+/// paused (the provider's word is the confirmation). Running: paused now. Gone: recorded expired.
+async fn settle_pausing(deps: PauseDeps<'_>, job: &Job) -> PauseResult {
+    let Some(sandbox) = job.sandbox_id.as_ref() else {
+        return PauseResult::Skipped;
+    };
+    match deps.runtime.state(sandbox).await {
+        Ok(ProviderState::Paused) => match set_state(deps.repo, job, SandboxState::Paused).await {
+            Ok(Some(paused)) => {
+                save_live(deps.live, &paused).await;
+                PauseResult::Paused(Box::new(paused))
+            }
+            Ok(None) => PauseResult::Skipped,
+            Err(error) => PauseResult::Unrecorded(error),
+        },
+        Ok(ProviderState::Running) => pause_job_sandbox(deps, job).await,
+        Err(error) => {
+            if matches!(error, SandboxError::NotFound(_)) {
+                match set_state(deps.repo, job, SandboxState::Expired).await {
+                    Ok(Some(gone)) => save_live(deps.live, &gone).await,
+                    Ok(None) => {}
+                    Err(error) => return PauseResult::Unrecorded(error),
+                }
+            }
+            PauseResult::Failed(error)
+        }
     }
 }
 

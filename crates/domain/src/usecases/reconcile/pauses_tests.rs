@@ -16,7 +16,7 @@ fn attention_repo(j: &Job) -> (MockJobRepository, Row) {
     let mut repo = MockJobRepository::new();
     let row = stateful_repo(&mut repo, j);
     let r = row.clone();
-    repo.expect_jobs_needing_attention().returning(move |_| {
+    repo.expect_jobs_needing_attention().returning(move |_, _| {
         let cur = r.current();
         Ok(if cur.sandbox_paused() {
             vec![]
@@ -164,7 +164,7 @@ async fn a_just_ready_or_resumed_in_use_sandbox_is_not_a_failed_pause() {
     let mut repo = MockJobRepository::new();
     let jobs = vec![fresh, resumed, resumed_in_use];
     repo.expect_jobs_needing_attention()
-        .returning(move |_| Ok(jobs.clone()));
+        .returning(move |_, _| Ok(jobs.clone()));
     // No pause expectation: any pause would panic.
     let rec = reconciler(
         repo,
@@ -190,7 +190,7 @@ async fn a_resumed_sandbox_idle_past_the_limit_is_paused_and_an_active_one_is_no
     let row = stateful_repo(&mut repo, &idle);
     let jobs = vec![idle.clone(), active];
     repo.expect_jobs_needing_attention()
-        .returning(move |_| Ok(jobs.clone()));
+        .returning(move |_, _| Ok(jobs.clone()));
     let mut runtime = MockSandboxRuntime::new();
     let idle_sandbox = idle.sandbox_id.clone().unwrap();
     runtime
@@ -241,4 +241,121 @@ async fn the_idle_policy_pauses_a_never_resumed_build_after_its_limit() {
         },
     );
     assert!(!never.is_idle(&j, now) && !never.is_failed_pause(&j, now));
+}
+
+/// Issue 14: every second a READY sandbox runs is billed, so a failed pause is first retried a few seconds
+/// after READY (not a minute), then after 2 s, 4 s, 8 s… On a paused clock: only `now` moves.
+#[tokio::test(start_paused = true)]
+async fn a_failed_pause_is_retried_within_seconds_with_exponential_backoff() {
+    let mut j = ready_job(SandboxState::Running);
+    let ready_at = Utc::now();
+    j.completed_at = Some(ready_at);
+    j.updated_at = ready_at;
+    let (repo, _row) = attention_repo(&j);
+    let (runtime, calls) = flaky_runtime(usize::MAX);
+    let config = ReconcileConfig::default();
+    assert!(config.pause_grace <= Duration::from_secs(5), "{config:?}");
+    let rec = reconciler(repo, live_accepting(), MockJobQueue::new(), runtime, config);
+    let at = |secs: i64| ready_at + ChronoDuration::seconds(secs);
+
+    // Left to the build's own pause just after READY.
+    assert_eq!(rec.retry_failed_pauses(at(1)).await.unwrap().due, 0);
+    // Each retry comes when the doubling backoff says, and never before.
+    let mut tried_at = Vec::new();
+    for second in 1..=40 {
+        let before = calls.load(Ordering::SeqCst);
+        rec.retry_failed_pauses(at(second)).await.unwrap();
+        if calls.load(Ordering::SeqCst) > before {
+            tried_at.push(second);
+        }
+    }
+    assert_eq!(tried_at, [5, 7, 11, 19, 35]);
+}
+
+/// A `pausing` record whose pauser is gone: the provider is asked. Already paused there: recorded paused
+/// without another pause. Still running: paused now.
+#[tokio::test]
+async fn a_stale_pausing_record_is_settled_by_asking_the_provider() {
+    for (there, pauses) in [(ProviderState::Paused, 0), (ProviderState::Running, 1)] {
+        let j = ready_job(SandboxState::Pausing);
+        let (repo, row) = attention_repo(&j);
+        let mut runtime = MockSandboxRuntime::new();
+        runtime
+            .expect_state()
+            .times(1)
+            .returning(move |_| Ok(there));
+        runtime
+            .expect_pause()
+            .times(pauses)
+            .returning(|_| Ok(PauseOutcome::Paused));
+        let config = ReconcileConfig::default();
+        let rec = reconciler(repo, live_accepting(), MockJobQueue::new(), runtime, config);
+
+        // Fresh: a pause may be in flight.
+        let fresh = j.updated_at - ChronoDuration::seconds(1);
+        assert_eq!(rec.retry_failed_pauses(fresh).await.unwrap().due, 0);
+        let stale = j.updated_at + ch(config.pausing_stale_after);
+        let report = rec.retry_failed_pauses(stale).await.unwrap();
+        assert_eq!(report.paused, 1, "{there:?}");
+        assert!(row.current().sandbox_paused(), "{there:?}");
+    }
+}
+
+/// A `pausing` record whose sandbox the provider no longer has is recorded expired.
+#[tokio::test]
+async fn a_stale_pausing_record_of_a_gone_sandbox_is_recorded_expired() {
+    let j = ready_job(SandboxState::Pausing);
+    let (repo, row) = attention_repo(&j);
+    let mut runtime = MockSandboxRuntime::new();
+    runtime
+        .expect_state()
+        .returning(|id| Err(SandboxError::NotFound(id.to_string())));
+    runtime.expect_pause().never();
+    let config = ReconcileConfig::default();
+    let rec = reconciler(repo, live_accepting(), MockJobQueue::new(), runtime, config);
+    let stale = j.updated_at + ch(config.pausing_stale_after);
+    assert_eq!(rec.retry_failed_pauses(stale).await.unwrap().expired, 1);
+    assert_eq!(row.current().sandbox_state, SandboxState::Expired);
+}
+
+/// The step pages through every job needing attention: a failed pause behind a full page is retried.
+#[tokio::test]
+async fn a_failed_pause_past_the_first_page_is_retried() {
+    let config = ReconcileConfig {
+        scan_limit: 3,
+        ..ReconcileConfig::default()
+    };
+    // Seven resumed sandboxes in use (not due), then the failed pause, on the third page.
+    let mut jobs: Vec<Job> = (0..7)
+        .map(|_| {
+            let mut j = ready_job(SandboxState::Running);
+            j.resumed_at = Some(Utc::now());
+            j.last_activity_at = Some(Utc::now());
+            j
+        })
+        .collect();
+    let failed = ready_job(SandboxState::Running);
+    jobs.push(failed.clone());
+    let mut repo = MockJobRepository::new();
+    let row = stateful_repo(&mut repo, &failed);
+    let listed = jobs.clone();
+    repo.expect_jobs_needing_attention()
+        .returning(move |after, limit| {
+            let start = after.map_or(0, |a| listed.iter().position(|j| j.id == a.id).unwrap() + 1);
+            Ok(listed
+                .iter()
+                .skip(start)
+                .take(limit as usize)
+                .cloned()
+                .collect())
+        });
+    let mut runtime = MockSandboxRuntime::new();
+    runtime
+        .expect_pause()
+        .times(1)
+        .returning(|_| Ok(PauseOutcome::Paused));
+    let rec = reconciler(repo, live_accepting(), MockJobQueue::new(), runtime, config);
+    let report = rec.retry_failed_pauses(Utc::now()).await.unwrap();
+    assert_eq!((report.due, report.paused), (1, 1));
+    assert!(row.current().sandbox_paused());
 }

@@ -38,10 +38,7 @@ impl Reconciler {
             .map(|t| t.and_utc())
             .unwrap_or(now);
         let mut report = PromoteReport::default();
-        let scheduled = d
-            .repo
-            .list_jobs_by_status(JobStatus::Scheduled, self.config.scan_limit)
-            .await?;
+        let scheduled = self.all_with_status(JobStatus::Scheduled).await?;
         for job in scheduled {
             if job.created_at >= midnight {
                 continue;

@@ -24,8 +24,8 @@ fn run_with(j: Job, promote: bool) -> Reconciler {
     let mut repo = MockJobRepository::new();
     let row = j.clone();
     repo.expect_list_jobs_by_status()
-        .withf(|s, _| *s == JobStatus::Scheduled)
-        .returning(move |_, _| Ok(vec![row.clone()]));
+        .withf(|s, _, _| *s == JobStatus::Scheduled)
+        .returning(move |_, _, _| Ok(vec![row.clone()]));
     let mut queued = j.clone();
     queued.status = JobStatus::Queued;
     repo.expect_transition()

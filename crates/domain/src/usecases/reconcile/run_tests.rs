@@ -9,11 +9,11 @@ use crate::ports::LockGuardToken;
 fn idle_deps() -> Reconciler {
     let mut repo = MockJobRepository::new();
     repo.expect_list_jobs_by_status()
-        .returning(|_, _| Ok(vec![]));
+        .returning(|_, _, _| Ok(vec![]));
     repo.expect_jobs_needing_attention()
-        .returning(|_| Ok(vec![]));
+        .returning(|_, _| Ok(vec![]));
     let mut queue = MockJobQueue::new();
-    queue.expect_reclaim_expired().returning(|| Ok(vec![]));
+    queue.expect_expired_leases().returning(|_| Ok(vec![]));
     let mut runtime = MockSandboxRuntime::new();
     runtime.expect_list().returning(|| Ok(vec![]));
     reconciler(
@@ -63,13 +63,13 @@ async fn a_step_locked_elsewhere_is_skipped_without_touching_anything() {
 async fn a_failing_step_does_not_stop_the_others() {
     let mut repo = MockJobRepository::new();
     repo.expect_list_jobs_by_status()
-        .returning(|_, _| Ok(vec![]));
+        .returning(|_, _, _| Ok(vec![]));
     repo.expect_jobs_needing_attention()
-        .returning(|_| Ok(vec![]));
+        .returning(|_, _| Ok(vec![]));
     let mut queue = MockJobQueue::new();
     queue
-        .expect_reclaim_expired()
-        .returning(|| Err(QueueError::Unavailable("redis down".into())));
+        .expect_expired_leases()
+        .returning(|_| Err(QueueError::Unavailable("redis down".into())));
     let mut runtime = MockSandboxRuntime::new();
     runtime.expect_list().returning(|| Ok(vec![]));
     let rec = reconciler(

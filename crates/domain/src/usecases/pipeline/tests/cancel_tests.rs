@@ -74,7 +74,7 @@ async fn a_token_cancelled_just_before_ready_never_writes_ready() {
     h.repo
         .expect_requeue_job()
         .times(1)
-        .returning(move |_, from| Ok(db.requeue(from)));
+        .returning(move |_, from, _| Ok(db.requeue(from)));
     h.runtime.expect_kill().times(1).returning(|_| Ok(()));
     never_ready(&mut h);
 
@@ -104,9 +104,9 @@ async fn an_interrupted_build_kills_its_sandbox_and_gives_the_job_back_to_the_qu
     let db = h.db.clone();
     h.repo
         .expect_requeue_job()
-        .withf(|_, from| *from == JobStatus::Checks)
+        .withf(|_, from, _| *from == JobStatus::Checks)
         .times(1)
-        .returning(move |_, from| Ok(db.requeue(from)));
+        .returning(move |_, from, _| Ok(db.requeue(from)));
     h.runtime.expect_kill().times(1).returning(|_| Ok(()));
     // requeue_job clears the sandbox fields itself.
     h.repo.expect_set_sandbox_state().never();
@@ -138,7 +138,7 @@ async fn a_cancel_that_lands_while_the_sandbox_is_created_kills_it_at_once() {
     h.repo
         .expect_record_sandbox()
         .times(1)
-        .returning(move |_, s| Ok(db.record_sandbox(s)));
+        .returning(move |_, s, _| Ok(Some(db.record_sandbox(s))));
     h.generator.expect_generate().never();
     h.kills();
     never_ready(&mut h);

@@ -4,7 +4,7 @@
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::ports::{CommandOutput, GeneratorError, SandboxError};
+use crate::ports::{CommandOutput, GeneratorError, RepoError, SandboxError};
 use crate::{JobStatus, SandboxState};
 
 /// The one failed transition, from `from`, whose friendly message passes `check`.
@@ -221,4 +221,87 @@ async fn a_kill_of_a_sandbox_already_gone_is_fine() {
     let (outcome, job) = h.run(CancellationToken::new()).await;
     assert_failed(&outcome, &job);
     assert_eq!(job.sandbox_state, SandboxState::Killed);
+}
+
+/// Postgres failing under a stage write (after the repository's own retries) is not the build's fault: the
+/// job is given back to the queue, its sandbox killed, and it is never recorded failed.
+#[tokio::test(start_paused = true)]
+async fn a_postgres_failure_under_a_stage_gives_the_job_back_and_never_fails_it() {
+    use JobStatus::*;
+    let mut h = Harness::new();
+    h.transitions(&[(Queued, Starting), (Starting, Scaffold), (Scaffold, Code)]);
+    h.repo
+        .expect_transition()
+        .withf(|_, f, t, _| *f == Code && *t == Deps)
+        .times(1)
+        .returning(|_, _, _, _| Err(RepoError::Unavailable("connection closed".into())));
+    h.repo
+        .expect_transition()
+        .withf(|_, _, t, _| *t == Failed)
+        .never();
+    let db = h.db.clone();
+    h.repo
+        .expect_requeue_job()
+        .withf(|_, from, attempt| *from == Code && *attempt == 1)
+        .times(1)
+        .returning(move |_, from, _| Ok(db.requeue(from)));
+    h.creates_sandbox();
+    h.generates_app();
+    h.runtime.expect_kill().times(1).returning(|_| Ok(()));
+    h.live_accepts();
+
+    let (outcome, job) = h.run(CancellationToken::new()).await;
+
+    assert_eq!(outcome, BuildOutcome::Interrupted { requeued: true });
+    assert_eq!(job.status, Queued);
+    assert_eq!(job.error_message, None);
+}
+
+/// Fencing: the job was taken by another attempt (this worker stalled past its lease) and stands at the
+/// same stage; this build's next write is refused, it stops and kills its own sandbox.
+#[tokio::test(start_paused = true)]
+async fn a_stale_attempt_cannot_advance_the_job_of_a_new_attempt() {
+    use JobStatus::*;
+    let mut h = Harness::new();
+    h.transitions(&[(Queued, Starting), (Starting, Scaffold), (Scaffold, Code)]);
+    let db = h.db.clone();
+    h.generator.expect_generate().times(1).returning(move |_| {
+        // Meanwhile: the lease expired, the job was requeued and leased again, and reached code again.
+        db.new_attempt();
+        Ok(files(&["package.json", "./server.js"]))
+    });
+    h.parser
+        .expect_parse()
+        .returning(|_| Ok(facts(&[], &["start"])));
+    let db = h.db.clone();
+    h.repo
+        .expect_transition()
+        .withf(|_, f, t, u| *f == Code && *t == Deps && u.attempt == Some(1))
+        .times(1)
+        .returning(move |_, f, t, u| Ok(db.transition(f, t, &u)));
+    h.creates_sandbox();
+    h.runtime.expect_write_files().never();
+    h.runtime
+        .expect_kill()
+        .withf(|id| id.as_str() == SANDBOX)
+        .times(1)
+        .returning(|_| Ok(()));
+    let db = h.db.clone();
+    h.repo
+        .expect_set_sandbox_state()
+        .returning(move |_, u| Ok(db.set_sandbox_state(&u)));
+    h.live_accepts();
+
+    let (outcome, job) = h.run(CancellationToken::new()).await;
+
+    assert_eq!(
+        outcome,
+        BuildOutcome::Lost {
+            current: Some(Code)
+        }
+    );
+    assert_eq!((job.status, job.attempts), (Code, 2));
+    // The new attempt's sandbox is untouched.
+    assert_eq!(job.sandbox_id.unwrap().as_str(), "sbx-2");
+    assert_eq!(job.sandbox_state, SandboxState::Running);
 }

@@ -79,6 +79,14 @@ impl Db {
         self.0.lock().unwrap().status = status;
     }
 
+    /// Another worker took the job for a new attempt (requeued, leased again, its own sandbox recorded).
+    pub(super) fn new_attempt(&self) {
+        let mut job = self.0.lock().unwrap();
+        job.attempts += 1;
+        job.sandbox_id = Some(SandboxId::try_from("sbx-2").unwrap());
+        job.sandbox_state_version += 2;
+    }
+
     pub(super) fn transition(
         &self,
         from: JobStatus,
@@ -87,7 +95,7 @@ impl Db {
     ) -> TransitionOutcome {
         let mut job = self.0.lock().unwrap();
         assert!(from.can_transition(to), "{from} -> {to} is not allowed");
-        if job.status != from {
+        if job.status != from || update.attempt.is_some_and(|a| a != job.attempts) {
             return TransitionOutcome::Conflict {
                 current: Some(job.status),
             };
