@@ -12,16 +12,14 @@ use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
 use crate::fakes::GatedGenerator;
-use crate::harness::{node_missing, Harness, Provider, WAIT};
-use crate::support::eventually;
+use crate::harness::{Harness, Provider, WAIT};
+use crate::support::{eventually, require_node};
 
 /// The build's next stage write waits on its row (another session holds it, as under load) and its
 /// backend is terminated there: the write is retried and the build still reaches READY, paused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_terminated_under_a_stage_write_still_reaches_ready() {
-    if node_missing() {
-        return;
-    }
+    require_node();
     let h = Harness::new(Provider::Local).await;
     let job = h.insert_queued("user_pg_blip").await;
     let generator = Arc::new(GatedGenerator::closed());
@@ -89,9 +87,7 @@ async fn a_connection_terminated_under_a_stage_write_still_reaches_ready() {
 /// page): the reconciler still finds it, asks the provider and finishes the pause.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_pausing_behind_600_ready_jobs_is_settled() {
-    if node_missing() {
-        return;
-    }
+    require_node();
     let h = Harness::new(Provider::Local).await;
     let (built, _) = h.build_ready("user_many", PausePolicy::Never).await;
     let sandbox = built.sandbox_id.clone().unwrap();
