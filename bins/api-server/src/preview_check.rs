@@ -83,6 +83,7 @@ mod tests {
             final_url: "https://3000-x.e2b.app".into(),
             x_frame_options: xfo.map(Into::into),
             content_security_policy: csp.map(Into::into),
+            proxy: None,
         }
     }
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use domain::ports::{
-    CommandOutput, CommandSpec, PauseOutcome, ProviderSandbox, ProviderState, SandboxError,
-    SandboxRuntime, SandboxSpec,
+    BackgroundCommand, CommandOutput, CommandSpec, PauseOutcome, ProviderSandbox, ProviderState,
+    SandboxError, SandboxRuntime, SandboxSpec,
 };
 use domain::SandboxId;
 
@@ -87,7 +87,11 @@ impl SandboxRuntime for MeteredRuntime {
         self.inner.run(id, cmd).await
     }
 
-    async fn run_background(&self, id: &SandboxId, cmd: CommandSpec) -> Result<u32, SandboxError> {
+    async fn run_background(
+        &self,
+        id: &SandboxId,
+        cmd: CommandSpec,
+    ) -> Result<BackgroundCommand, SandboxError> {
         self.inner.run_background(id, cmd).await
     }
 

@@ -1,5 +1,7 @@
 //! The platform API (`openapi.yml`): sandboxes create, get, list (v2), connect, pause, timeout, kill, all
-//! authenticated with `X-API-Key`.
+//! authenticated with `X-API-Key` and retried as the SDKs do ([`crate::retry`]), create included: a create
+//! answered 502/503/504 may have made a sandbox anyway, and the twin a retry then makes carries the job's
+//! metadata, so the reconciler finds it and kills it as a sandbox its job does not own.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,6 +10,7 @@ use domain::ports::{SandboxError, SandboxSpec};
 use reqwest::{Client, RequestBuilder, Response};
 use serde::{Deserialize, Serialize};
 
+use crate::access::{EnvdToken, SandboxAccess};
 use crate::config::E2bConfig;
 use crate::error::{from_reqwest, from_response};
 use crate::retry::RetryPolicy;
@@ -16,10 +19,10 @@ use crate::retry::RetryPolicy;
 pub(crate) const SLIPWAY_KEY: &str = "slipway";
 pub(crate) const SLIPWAY_VALUE: &str = "1";
 
-/// How long one control-plane request may take (creating a sandbox can take a while).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most pages `list` follows, a guard against a server that never stops paginating.
 const MAX_PAGES: usize = 1000;
+/// The largest page `GET /v2/sandboxes` gives (the spec's maximum).
+const PAGE_LIMIT: &str = "100";
 
 /// `NewSandbox` in the spec.
 #[derive(Debug, Serialize)]
@@ -28,7 +31,11 @@ struct NewSandbox<'a> {
     #[serde(rename = "templateID")]
     template_id: &'a str,
     timeout: u32,
+    /// Past its timeout the provider pauses the sandbox instead of killing it.
     auto_pause: bool,
+    /// Always true: only a secure sandbox gets an envd access token, and without one anyone who knows its
+    /// id could run commands in it.
+    secure: bool,
     metadata: BTreeMap<&'static str, String>,
 }
 
@@ -45,7 +52,19 @@ pub(crate) struct SandboxInfo {
     #[serde(rename = "sandboxID")]
     pub sandbox_id: String,
     #[serde(default)]
-    pub envd_access_token: Option<String>,
+    pub envd_access_token: Option<EnvdToken>,
+    /// Nullable: only a sandbox on another cluster has a domain of its own.
+    #[serde(default)]
+    pub domain: Option<String>,
+}
+
+impl SandboxInfo {
+    pub fn access(&self) -> SandboxAccess {
+        SandboxAccess {
+            token: self.envd_access_token.clone(),
+            domain: self.domain.clone(),
+        }
+    }
 }
 
 /// `SandboxDetail` in the spec: the fields we use.
@@ -54,7 +73,39 @@ pub(crate) struct SandboxInfo {
 pub(crate) struct SandboxDetail {
     pub state: WireState,
     #[serde(default)]
-    pub envd_access_token: Option<String>,
+    pub envd_access_token: Option<EnvdToken>,
+    #[serde(default)]
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub lifecycle: Option<Lifecycle>,
+}
+
+impl SandboxDetail {
+    pub fn access(&self) -> SandboxAccess {
+        SandboxAccess {
+            token: self.envd_access_token.clone(),
+            domain: self.domain.clone(),
+        }
+    }
+}
+
+/// `SandboxLifecycle` in the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Lifecycle {
+    #[serde(default)]
+    pub auto_resume: bool,
+    pub on_timeout: OnTimeout,
+}
+
+/// `SandboxOnTimeout` in the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum OnTimeout {
+    Kill,
+    Pause,
+    #[serde(other)]
+    Unknown,
 }
 
 /// `ListedSandbox` in the spec: the fields we use.
@@ -97,14 +148,6 @@ pub(crate) struct ControlPlane {
     retry: RetryPolicy,
 }
 
-/// Whether a request may be repeated after an answer that does not prove it was not processed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Repeat {
-    Idempotent,
-    /// Only retried when the request surely was not processed: a connect error or 429.
-    OnlyUnprocessed,
-}
-
 impl ControlPlane {
     pub fn new(client: Client, config: E2bConfig, retry: RetryPolicy) -> Self {
         Self {
@@ -122,27 +165,22 @@ impl ControlPlane {
     async fn call(
         &self,
         op: &'static str,
-        repeat: Repeat,
         accept: &[u16],
         build: impl Fn(&Client) -> RequestBuilder,
     ) -> Result<Response, SandboxError> {
         self.retry
-            .run(op, || async {
-                let resp = build(&self.client)
+            .run(op, |left| {
+                let request = build(&self.client)
                     .header("X-API-Key", self.config.api_key.expose())
-                    .timeout(REQUEST_TIMEOUT)
-                    .send()
-                    .await
-                    .map_err(|e| from_reqwest(&e))?;
-                let status = resp.status().as_u16();
-                if resp.status().is_success() || accept.contains(&status) {
-                    return Ok(resp);
+                    .timeout(left);
+                async move {
+                    let resp = request.send().await.map_err(|e| from_reqwest(&e))?;
+                    let status = resp.status().as_u16();
+                    if resp.status().is_success() || accept.contains(&status) {
+                        return Ok(resp);
+                    }
+                    Err(from_response(resp).await)
                 }
-                let mut failure = from_response(resp).await;
-                if repeat == Repeat::OnlyUnprocessed && status != 429 {
-                    failure.retryable = false;
-                }
-                Err(failure)
             })
             .await
     }
@@ -151,7 +189,7 @@ impl ControlPlane {
         resp.json::<T>().await.map_err(|e| from_reqwest(&e).error)
     }
 
-    /// `POST /sandboxes`.
+    /// `POST /sandboxes`: secure, auto-pausing, with our metadata.
     pub async fn create(&self, spec: &SandboxSpec) -> Result<SandboxInfo, SandboxError> {
         let metadata = BTreeMap::from([
             ("job_id", spec.job_id.to_string()),
@@ -163,10 +201,11 @@ impl ControlPlane {
             template_id: &self.config.template,
             timeout: timeout_secs(spec.timeout),
             auto_pause: spec.auto_pause,
+            secure: true,
             metadata,
         };
         let resp = self
-            .call("create", Repeat::OnlyUnprocessed, &[], |c| {
+            .call("create", &[], |c| {
                 c.post(self.url("/sandboxes")).json(&body)
             })
             .await?;
@@ -176,20 +215,19 @@ impl ControlPlane {
     /// `GET /sandboxes/{id}`.
     pub async fn get(&self, id: &str) -> Result<SandboxDetail, SandboxError> {
         let resp = self
-            .call("get", Repeat::Idempotent, &[], |c| {
-                c.get(self.url(&format!("/sandboxes/{id}")))
-            })
+            .call("get", &[], |c| c.get(self.url(&format!("/sandboxes/{id}"))))
             .await?;
         Self::json(resp).await
     }
 
-    /// `POST /sandboxes/{id}/connect`: resumes a paused sandbox, extends the timeout of a running one.
+    /// `POST /sandboxes/{id}/connect`: resumes a paused sandbox (201) or answers a running one (200); its
+    /// timeout becomes at least `timeout` from now, never shorter.
     pub async fn connect(&self, id: &str, timeout: Duration) -> Result<SandboxInfo, SandboxError> {
         let body = TimeoutBody {
             timeout: timeout_secs(timeout),
         };
         let resp = self
-            .call("connect", Repeat::Idempotent, &[], |c| {
+            .call("connect", &[], |c| {
                 c.post(self.url(&format!("/sandboxes/{id}/connect")))
                     .json(&body)
             })
@@ -200,7 +238,7 @@ impl ControlPlane {
     /// `POST /sandboxes/{id}/pause`: 204 paused, 409 already paused.
     pub async fn pause(&self, id: &str) -> Result<PauseAnswer, SandboxError> {
         let resp = self
-            .call("pause", Repeat::Idempotent, &[409], |c| {
+            .call("pause", &[409], |c| {
                 c.post(self.url(&format!("/sandboxes/{id}/pause")))
                     .json(&serde_json::json!({}))
             })
@@ -217,7 +255,7 @@ impl ControlPlane {
         let body = TimeoutBody {
             timeout: timeout_secs(timeout),
         };
-        self.call("set_timeout", Repeat::Idempotent, &[], |c| {
+        self.call("set_timeout", &[], |c| {
             c.post(self.url(&format!("/sandboxes/{id}/timeout")))
                 .json(&body)
         })
@@ -227,7 +265,7 @@ impl ControlPlane {
 
     /// `DELETE /sandboxes/{id}`.
     pub async fn kill(&self, id: &str) -> Result<(), SandboxError> {
-        self.call("kill", Repeat::Idempotent, &[], |c| {
+        self.call("kill", &[], |c| {
             c.delete(self.url(&format!("/sandboxes/{id}")))
         })
         .await?;
@@ -242,11 +280,11 @@ impl ControlPlane {
         for _ in 0..MAX_PAGES {
             let token = next.clone();
             let resp = self
-                .call("list", Repeat::Idempotent, &[], |c| {
+                .call("list", &[], |c| {
                     let mut query = vec![
                         ("metadata", metadata.clone()),
                         ("state", "running,paused".to_owned()),
-                        ("limit", "100".to_owned()),
+                        ("limit", PAGE_LIMIT.to_owned()),
                     ];
                     if let Some(token) = &token {
                         query.push(("nextToken", token.clone()));
@@ -282,5 +320,57 @@ mod tests {
         assert_eq!(timeout_secs(Duration::from_millis(1500)), 2);
         assert_eq!(timeout_secs(Duration::from_secs(300)), 300);
         assert_eq!(timeout_secs(Duration::from_secs(u64::MAX)), i32::MAX as u32);
+    }
+
+    #[test]
+    fn sandboxes_are_created_secure_and_auto_pausing() {
+        let body = NewSandbox {
+            template_id: "base",
+            timeout: 1800,
+            auto_pause: true,
+            secure: true,
+            metadata: BTreeMap::from([(SLIPWAY_KEY, SLIPWAY_VALUE.to_owned())]),
+        };
+        assert_eq!(
+            serde_json::to_value(&body).unwrap(),
+            serde_json::json!({
+                "templateID": "base",
+                "timeout": 1800,
+                "autoPause": true,
+                "secure": true,
+                "metadata": {"slipway": "1"}
+            })
+        );
+    }
+
+    #[test]
+    fn answers_parse_as_the_spec_writes_them() {
+        let info: SandboxInfo = serde_json::from_str(
+            r#"{"templateID":"base","sandboxID":"i8d9","clientID":"c","envdVersion":"0.2.4",
+                "envdAccessToken":"tok","trafficAccessToken":null,"domain":null}"#,
+        )
+        .unwrap();
+        assert_eq!(info.sandbox_id, "i8d9");
+        assert_eq!(
+            info.access().token.map(|t| t.expose().to_owned()),
+            Some("tok".into())
+        );
+        assert_eq!(info.access().domain, None);
+        let detail: SandboxDetail = serde_json::from_str(
+            r#"{"templateID":"base","sandboxID":"i8d9","clientID":"c","startedAt":"2025-01-01T00:00:00Z",
+                "endAt":"2025-01-01T00:30:00Z","cpuCount":2,"memoryMB":512,"diskSizeMB":1024,
+                "state":"paused","envdVersion":"0.2.4","domain":"byoc.example.dev",
+                "lifecycle":{"autoResume":false,"onTimeout":"pause"}}"#,
+        )
+        .unwrap();
+        assert_eq!(detail.state, WireState::Paused);
+        assert_eq!(detail.access().domain.as_deref(), Some("byoc.example.dev"));
+        assert_eq!(
+            detail.lifecycle,
+            Some(Lifecycle {
+                auto_resume: false,
+                on_timeout: OnTimeout::Pause
+            })
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The envd client: opening `process.Process/Start` streams (Connect, JSON codec; see [`crate::process`]),
-//! `SendSignal`, and `/files` (`envd.yaml`). Requests name their sandbox with routing headers.
+//! `SendSignal`, and `/files` (`envd.yaml`). Requests name their sandbox with routing headers and carry
+//! its access token as `X-Access-Token`: our sandboxes are secure, and envd refuses calls without it.
 
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use base64::Engine;
 use domain::ports::{CommandSpec, SandboxError};
 use reqwest::{Client, Method, RequestBuilder};
 
+use crate::access::SandboxAccess;
 use crate::config::{E2bConfig, WORKSPACE_PATH};
 use crate::connect;
 use crate::error::{from_reqwest, from_response, Failure};
@@ -19,6 +21,8 @@ const USER: &str = "user";
 const FILES_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long stopping a process may take.
 const SIGNAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long opening a process stream may take, retries included.
+const START_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// envd sends keepalive events at this interval (seconds) so idle streams are not cut by proxies.
 const KEEPALIVE_SECS: &str = "50";
 
@@ -53,8 +57,15 @@ impl Envd {
         }
     }
 
-    fn request(&self, method: Method, id: &str, path: &str, token: Option<&str>) -> RequestBuilder {
-        let url = format!("{}{path}", self.config.envd_base(id));
+    fn request(
+        &self,
+        method: Method,
+        id: &str,
+        access: &SandboxAccess,
+        path: &str,
+    ) -> RequestBuilder {
+        let domain = self.config.domain_of(access.domain.as_deref());
+        let url = format!("{}{path}", self.config.envd_base(id, domain));
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:"));
         let mut req = self
             .client
@@ -63,8 +74,8 @@ impl Envd {
             .header("E2b-Sandbox-Port", self.config.envd_port.to_string())
             // envd runs the process as the user named in Basic auth, as the SDKs do.
             .header("Authorization", format!("Basic {basic}"));
-        if let Some(token) = token {
-            req = req.header("X-Access-Token", token);
+        if let Some(token) = &access.token {
+            req = req.header("X-Access-Token", token.expose());
         }
         req
     }
@@ -74,7 +85,7 @@ impl Envd {
     pub async fn start(
         &self,
         id: &str,
-        token: Option<&str>,
+        access: &SandboxAccess,
         cmd: &CommandSpec,
         deadline: Option<Duration>,
     ) -> Result<ProcessStream, SandboxError> {
@@ -92,9 +103,10 @@ impl Envd {
         // Only the opening is retried: once envd answered, the process may be running.
         let resp = self
             .retry
-            .run("process_start", || async {
+            .with_deadline(START_OPEN_TIMEOUT)
+            .run("process_start", |_| {
                 let mut req = self
-                    .request(Method::POST, id, "/process.Process/Start", token)
+                    .request(Method::POST, id, access, "/process.Process/Start")
                     .header(reqwest::header::CONTENT_TYPE, connect::CONTENT_TYPE)
                     .header(connect::PROTOCOL_VERSION_HEADER, "1")
                     .header("Keepalive-Ping-Interval", KEEPALIVE_SECS)
@@ -102,11 +114,13 @@ impl Envd {
                 if let Some(deadline) = deadline {
                     req = req.header(connect::TIMEOUT_HEADER, deadline.as_millis().to_string());
                 }
-                let resp = req.send().await.map_err(|e| from_reqwest(&e))?;
-                if resp.status().is_success() {
-                    Ok(resp)
-                } else {
-                    Err(from_response(resp).await)
+                async move {
+                    let resp = req.send().await.map_err(|e| from_reqwest(&e))?;
+                    if resp.status().is_success() {
+                        Ok(resp)
+                    } else {
+                        Err(from_response(resp).await)
+                    }
                 }
             })
             .await?;
@@ -118,12 +132,12 @@ impl Envd {
     pub async fn kill_process(
         &self,
         id: &str,
-        token: Option<&str>,
+        access: &SandboxAccess,
         pid: u32,
     ) -> Result<(), SandboxError> {
         let body = serde_json::json!({"process": {"pid": pid}, "signal": "SIGNAL_SIGKILL"});
         let resp = self
-            .request(Method::POST, id, "/process.Process/SendSignal", token)
+            .request(Method::POST, id, access, "/process.Process/SendSignal")
             .header(connect::PROTOCOL_VERSION_HEADER, "1")
             .json(&body)
             .timeout(SIGNAL_TIMEOUT)
@@ -141,7 +155,7 @@ impl Envd {
     pub async fn write_files(
         &self,
         id: &str,
-        token: Option<&str>,
+        access: &SandboxAccess,
         files: &[(String, Vec<u8>)],
     ) -> Result<(), SandboxError> {
         let named = files
@@ -151,10 +165,12 @@ impl Envd {
         if named.is_empty() {
             return Ok(());
         }
+        let named = &named;
         self.retry
-            .run("write_files", || async {
+            .with_deadline(FILES_TIMEOUT)
+            .run("write_files", |left| async move {
                 let mut form = reqwest::multipart::Form::new();
-                for (path, data) in &named {
+                for (path, data) in named {
                     let part =
                         reqwest::multipart::Part::bytes(data.to_vec()).file_name(path.clone());
                     form = form.part("file", part);
@@ -164,10 +180,10 @@ impl Envd {
                     query.push(("path", path.clone()));
                 }
                 let resp = self
-                    .request(Method::POST, id, "/files", token)
+                    .request(Method::POST, id, access, "/files")
                     .query(&query)
                     .multipart(form)
-                    .timeout(FILES_TIMEOUT)
+                    .timeout(left)
                     .send()
                     .await
                     .map_err(|e| from_reqwest(&e))?;
@@ -184,26 +200,30 @@ impl Envd {
     pub async fn read_file(
         &self,
         id: &str,
-        token: Option<&str>,
+        access: &SandboxAccess,
         rel: &str,
     ) -> Result<Vec<u8>, SandboxError> {
         let path = workspace_file(rel)?;
         self.retry
-            .run("read_file", || async {
-                let resp = self
-                    .request(Method::GET, id, "/files", token)
-                    .query(&[("path", path.as_str()), ("username", USER)])
-                    .timeout(FILES_TIMEOUT)
-                    .send()
-                    .await
-                    .map_err(|e| from_reqwest(&e))?;
-                if !resp.status().is_success() {
-                    return Err(from_response(resp).await);
+            .with_deadline(FILES_TIMEOUT)
+            .run("read_file", |left| {
+                let path = path.clone();
+                async move {
+                    let resp = self
+                        .request(Method::GET, id, access, "/files")
+                        .query(&[("path", path.as_str()), ("username", USER)])
+                        .timeout(left)
+                        .send()
+                        .await
+                        .map_err(|e| from_reqwest(&e))?;
+                    if !resp.status().is_success() {
+                        return Err(from_response(resp).await);
+                    }
+                    resp.bytes()
+                        .await
+                        .map(|b| b.to_vec())
+                        .map_err(|e| Failure::fatal(from_reqwest(&e).error))
                 }
-                resp.bytes()
-                    .await
-                    .map(|b| b.to_vec())
-                    .map_err(|e| Failure::fatal(from_reqwest(&e).error))
             })
             .await
     }

@@ -1,21 +1,24 @@
 //! The one place E2B's answers become [`SandboxError`] variants: by HTTP status, by Connect error code, or by
 //! the kind of transport failure. Messages are carried along for humans, never inspected.
 
-use domain::ports::SandboxError;
+use domain::ports::{ProxyAnswer, SandboxError};
 use serde::Deserialize;
 
-/// A failed call, with whether repeating it may help (connect errors, 429, 502, 503, 504).
+use crate::proxy;
+use crate::retry::{retry_of, Retry};
+
+/// A failed call, with whether and when repeating it may help.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Failure {
     pub error: SandboxError,
-    pub retryable: bool,
+    pub retry: Retry,
 }
 
 impl Failure {
     pub fn fatal(error: SandboxError) -> Self {
         Self {
             error,
-            retryable: false,
+            retry: Retry::Never,
         }
     }
 }
@@ -33,11 +36,6 @@ pub fn from_status(status: u16, message: String) -> SandboxError {
     }
 }
 
-/// Whether a status is worth another try: the request was not processed or the provider is overloaded.
-pub fn is_retryable_status(status: u16) -> bool {
-    matches!(status, 429 | 502 | 503 | 504)
-}
-
 /// Maps a Connect error code (the `code` of an error body or an end-of-stream message).
 pub fn from_connect_code(code: &str, message: String) -> SandboxError {
     match code {
@@ -51,23 +49,16 @@ pub fn from_connect_code(code: &str, message: String) -> SandboxError {
     }
 }
 
-/// Whether a Connect error code is worth another try (the same classes as the HTTP statuses).
-pub fn is_retryable_connect_code(code: &str) -> bool {
-    matches!(code, "unavailable" | "resource_exhausted")
-}
-
 /// Maps a transport failure: nothing answered, or it answered too late.
 pub(crate) fn from_reqwest(err: &reqwest::Error) -> Failure {
     let message = error_chain(err);
     if err.is_timeout() {
-        Failure {
-            error: SandboxError::TimedOut(message),
-            retryable: false,
-        }
+        Failure::fatal(SandboxError::TimedOut(message))
     } else if err.is_connect() {
+        // Nothing was sent: always safe to try again.
         Failure {
             error: SandboxError::Unavailable(message),
-            retryable: true,
+            retry: Retry::Backoff,
         }
     } else if err.is_decode() {
         Failure::fatal(SandboxError::Provider(message))
@@ -87,8 +78,17 @@ struct ErrorBody {
     message: Option<String>,
 }
 
-/// Maps an HTTP error answer from its status and body.
-pub(crate) fn from_error_body(status: u16, body: &[u8]) -> Failure {
+/// What an error answer carried besides its status.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Answer<'a> {
+    pub content_type: Option<&'a str>,
+    pub should_retry: Option<&'a str>,
+    pub retry_after: Option<&'a str>,
+}
+
+/// Maps an HTTP error answer from its status, headers and body. The sandbox proxy's "sandbox not found"
+/// (a paused or gone sandbox, in front of envd) is `NotFound` and never retried.
+pub(crate) fn from_error_body(status: u16, answer: Answer<'_>, body: &[u8]) -> Failure {
     let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
     let message = parsed
         .as_ref()
@@ -104,13 +104,22 @@ pub(crate) fn from_error_body(status: u16, body: &[u8]) -> Failure {
         });
     let message = format!("HTTP {status}: {message}");
     if let Some(serde_json::Value::String(code)) = parsed.and_then(|b| b.code) {
+        // A Connect error: its code says what happened; envd's errors are not retried by status.
+        let retry = if matches!(code.as_str(), "unavailable" | "resource_exhausted") {
+            Retry::Backoff
+        } else {
+            Retry::Never
+        };
         return Failure {
-            retryable: is_retryable_connect_code(&code),
+            retry,
             error: from_connect_code(&code, message),
         };
     }
+    if proxy::classify(status, answer.content_type, body) == Some(ProxyAnswer::SandboxNotFound) {
+        return Failure::fatal(SandboxError::NotFound(message));
+    }
     Failure {
-        retryable: is_retryable_status(status),
+        retry: retry_of(status, answer.should_retry, answer.retry_after),
         error: from_status(status, message),
     }
 }
@@ -118,8 +127,24 @@ pub(crate) fn from_error_body(status: u16, body: &[u8]) -> Failure {
 /// Reads an error answer and maps it.
 pub(crate) async fn from_response(resp: reqwest::Response) -> Failure {
     let status = resp.status().as_u16();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (content_type, should_retry, retry_after) = (
+        header("content-type"),
+        header("should-retry"),
+        header("retry-after"),
+    );
     let body = resp.bytes().await.unwrap_or_default();
-    from_error_body(status, &body)
+    let answer = Answer {
+        content_type: content_type.as_deref(),
+        should_retry: should_retry.as_deref(),
+        retry_after: retry_after.as_deref(),
+    };
+    from_error_body(status, answer, &body)
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
@@ -166,13 +191,50 @@ mod tests {
     }
 
     #[test]
-    fn only_transient_statuses_are_retried() {
+    fn only_transient_answers_are_retried() {
         for status in [429, 502, 503, 504] {
-            assert!(is_retryable_status(status));
+            let failure = from_error_body(status, Answer::default(), b"{}");
+            assert_eq!(failure.retry, Retry::Backoff, "{status}");
         }
         for status in [400, 401, 404, 409, 500] {
-            assert!(!is_retryable_status(status));
+            let failure = from_error_body(status, Answer::default(), b"{}");
+            assert_eq!(failure.retry, Retry::Never, "{status}");
         }
+        let marked = Answer {
+            should_retry: Some("false"),
+            ..Answer::default()
+        };
+        assert_eq!(from_error_body(503, marked, b"").retry, Retry::Never);
+        let later = Answer {
+            retry_after: Some("4"),
+            ..Answer::default()
+        };
+        assert_eq!(
+            from_error_body(429, later, b"").retry,
+            Retry::After(std::time::Duration::from_secs(4))
+        );
+    }
+
+    #[test]
+    fn the_proxys_sandbox_not_found_is_not_found_for_good() {
+        let json = Answer {
+            content_type: Some("application/json; charset=utf-8"),
+            ..Answer::default()
+        };
+        let gone = from_error_body(
+            502,
+            json,
+            br#"{"sandboxId":"abc","message":"The sandbox was not found","code":502}"#,
+        );
+        assert!(matches!(gone.error, SandboxError::NotFound(_)), "{gone:?}");
+        assert_eq!(gone.retry, Retry::Never);
+        let closed = from_error_body(
+            502,
+            json,
+            br#"{"sandboxId":"abc","message":"The sandbox is running but port is not open","port":49983,"code":502}"#,
+        );
+        assert!(matches!(closed.error, SandboxError::Unavailable(_)));
+        assert_eq!(closed.retry, Retry::Backoff);
     }
 
     #[test]
@@ -201,18 +263,22 @@ mod tests {
 
     #[test]
     fn error_bodies_prefer_a_connect_code_over_the_status() {
-        let failure = from_error_body(200, br#"{"code":"not_found","message":"no such process"}"#);
+        let failure = from_error_body(
+            200,
+            Answer::default(),
+            br#"{"code":"not_found","message":"no such process"}"#,
+        );
         assert_eq!(
             failure.error,
             SandboxError::NotFound("HTTP 200: no such process".into())
         );
-        let failure = from_error_body(503, br#"{"code":503,"message":"busy"}"#);
-        assert!(failure.retryable);
+        let failure = from_error_body(503, Answer::default(), br#"{"code":503,"message":"busy"}"#);
+        assert_eq!(failure.retry, Retry::Backoff);
         assert_eq!(
             failure.error,
             SandboxError::Unavailable("HTTP 503: busy".into())
         );
-        let failure = from_error_body(502, b"<html>bad gateway</html>");
+        let failure = from_error_body(502, Answer::default(), b"<html>bad gateway</html>");
         assert!(matches!(failure.error, SandboxError::Unavailable(_)));
     }
 }

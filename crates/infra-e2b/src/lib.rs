@@ -6,6 +6,7 @@
 //! failure is translated into [`domain::ports::SandboxError`] by status code or Connect error code in
 //! [`error`], never by message text.
 
+mod access;
 mod config;
 pub mod connect;
 mod control;
@@ -14,9 +15,15 @@ pub mod error;
 mod output;
 mod probe;
 mod process;
-mod retry;
+mod proxy;
+mod resolve;
+pub mod retry;
 mod runtime;
 
-pub use config::{ApiKey, E2bConfig, DEFAULT_API_URL, DEFAULT_DOMAIN, ENVD_PORT, WORKSPACE_PATH};
+pub use config::{
+    ApiKey, E2bConfig, Scheme, CALL_TIMEOUT, DEFAULT_API_URL, DEFAULT_DOMAIN, ENVD_PORT,
+    WORKSPACE_PATH,
+};
 pub use probe::HttpPreviewProbe;
+pub use resolve::LocalhostResolver;
 pub use runtime::E2bRuntime;

@@ -64,15 +64,23 @@ struct EndEvent {
     exit_code: Option<i32>,
     #[serde(default)]
     exited: bool,
+    /// Set by envd when the process did not end well ("exit status 1", "signal: killed").
+    #[serde(default)]
+    error: Option<String>,
 }
 
 /// What a process stream carries, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Event {
-    Started { pid: u32 },
+    Started {
+        pid: u32,
+    },
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
-    Ended { exit_code: i32 },
+    Ended {
+        exit_code: i32,
+        error: Option<String>,
+    },
     KeepAlive,
 }
 
@@ -89,6 +97,7 @@ impl Event {
             let fallback = if end.exited { 0 } else { -1 };
             return Ok(Event::Ended {
                 exit_code: end.exit_code.unwrap_or(fallback),
+                error: end.error,
             });
         }
         if let Some(data) = event.data {
@@ -176,16 +185,28 @@ mod tests {
         assert_eq!(
             Event::decode(br#"{"event":{"end":{"exited":true,"status":"exit status 0"}}}"#)
                 .unwrap(),
-            Event::Ended { exit_code: 0 }
+            Event::Ended {
+                exit_code: 0,
+                error: None
+            }
         );
         assert_eq!(
-            Event::decode(br#"{"event":{"end":{"exitCode":3,"exited":true}}}"#).unwrap(),
-            Event::Ended { exit_code: 3 }
+            Event::decode(
+                br#"{"event":{"end":{"exitCode":3,"exited":true,"error":"exit status 3"}}}"#
+            )
+            .unwrap(),
+            Event::Ended {
+                exit_code: 3,
+                error: Some("exit status 3".into())
+            }
         );
         assert_eq!(
             Event::decode(br#"{"event":{"end":{"exited":false,"status":"signal: killed"}}}"#)
                 .unwrap(),
-            Event::Ended { exit_code: -1 }
+            Event::Ended {
+                exit_code: -1,
+                error: None
+            }
         );
         assert_eq!(
             Event::decode(br#"{"event":{"keepalive":{}}}"#).unwrap(),

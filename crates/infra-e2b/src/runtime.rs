@@ -1,23 +1,25 @@
 //! [`E2bRuntime`]: the [`SandboxRuntime`] port over E2B's platform API and envd.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::ports::{
-    CommandOutput, CommandSpec, OutputStream, PauseOutcome, ProviderSandbox, ProviderState,
-    SandboxError, SandboxRuntime, SandboxSpec,
+    BackgroundCommand, CommandExit, CommandOutput, CommandSpec, ExitReporter, OutputStream,
+    PauseOutcome, ProviderSandbox, ProviderState, SandboxError, SandboxRuntime, SandboxSpec,
 };
+use domain::usecases::output_tail::{tee, OutputTail};
 use domain::{JobId, SandboxId};
 use tracing::Instrument;
 
+use crate::access::{AccessCache, SandboxAccess};
 use crate::config::{E2bConfig, WORKSPACE_PATH};
-use crate::control::{ControlPlane, PauseAnswer, WireState};
+use crate::control::{ControlPlane, OnTimeout, PauseAnswer, WireState};
 use crate::envd::Envd;
 use crate::output::OutputCollector;
 use crate::process::{Event, ProcessStream};
+use crate::resolve::LocalhostResolver;
 use crate::retry::RetryPolicy;
 
 /// How long we wait past a command's own deadline for envd to report it, before giving up ourselves.
@@ -33,8 +35,8 @@ pub struct E2bRuntime {
     config: E2bConfig,
     control: ControlPlane,
     envd: Envd,
-    /// envd access tokens by sandbox id, learned at create and connect (or fetched when unknown).
-    tokens: Arc<RwLock<HashMap<String, Option<String>>>>,
+    /// Each sandbox's envd token and domain, learned at create and connect (or fetched when unknown).
+    access: AccessCache,
 }
 
 impl E2bRuntime {
@@ -44,42 +46,28 @@ impl E2bRuntime {
         // every other request sets its own.
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            .dns_resolver(Arc::new(LocalhostResolver))
             .build()
             .map_err(|e| SandboxError::Provider(format!("cannot build the http client: {e}")))?;
-        let retry = RetryPolicy::default();
+        let retry = RetryPolicy::CONTROL.with_deadline(config.call_timeout);
         Ok(Self {
             control: ControlPlane::new(client.clone(), config.clone(), retry),
             envd: Envd::new(client, config.clone(), retry),
             config,
-            tokens: Arc::default(),
+            access: AccessCache::default(),
         })
     }
 
-    fn remember_token(&self, id: &str, token: Option<String>) {
-        if let Ok(mut tokens) = self.tokens.write() {
-            tokens.insert(id.to_owned(), token);
-        }
-    }
-
-    fn forget_token(&self, id: &str) {
-        if let Ok(mut tokens) = self.tokens.write() {
-            tokens.remove(id);
-        }
-    }
-
-    /// The envd access token of a sandbox; asks the platform when this process has not seen it yet.
-    async fn token(&self, id: &str) -> Result<Option<String>, SandboxError> {
-        let known = self
-            .tokens
-            .read()
-            .ok()
-            .and_then(|tokens| tokens.get(id).cloned());
-        if let Some(token) = known {
-            return Ok(token);
+    /// The token and domain of a sandbox; asks the platform when this process has not seen them yet
+    /// (a restarted worker, or the api-server resuming a sandbox the worker created).
+    async fn access(&self, id: &str) -> Result<SandboxAccess, SandboxError> {
+        if let Some(known) = self.access.get(id) {
+            return Ok(known);
         }
         let detail = self.control.get(id).await?;
-        self.remember_token(id, detail.envd_access_token.clone());
-        Ok(detail.envd_access_token)
+        let access = detail.access();
+        self.access.remember(id, access.clone());
+        Ok(access)
     }
 
     async fn open(
@@ -88,10 +76,8 @@ impl E2bRuntime {
         cmd: &CommandSpec,
         deadline: Option<Duration>,
     ) -> Result<ProcessStream, SandboxError> {
-        let token = self.token(id.as_str()).await?;
-        self.envd
-            .start(id.as_str(), token.as_deref(), cmd, deadline)
-            .await
+        let access = self.access(id.as_str()).await?;
+        self.envd.start(id.as_str(), &access, cmd, deadline).await
     }
 }
 
@@ -106,7 +92,9 @@ async fn collect(
         match event {
             Event::Stdout(bytes) => output.push(OutputStream::Stdout, &bytes),
             Event::Stderr(bytes) => output.push(OutputStream::Stderr, &bytes),
-            Event::Ended { exit_code: code } => exit_code = Some(code),
+            Event::Ended {
+                exit_code: code, ..
+            } => exit_code = Some(code),
             Event::Started { pid: started } => pid.store(started, Ordering::Relaxed),
             Event::KeepAlive => {}
         }
@@ -132,7 +120,7 @@ async fn wait_for_pid(
             Some(Event::Started { pid }) => return Ok(pid),
             Some(Event::Stdout(bytes)) => output.push(OutputStream::Stdout, &bytes),
             Some(Event::Stderr(bytes)) => output.push(OutputStream::Stderr, &bytes),
-            Some(Event::Ended { exit_code }) => {
+            Some(Event::Ended { exit_code, .. }) => {
                 return Err(SandboxError::Provider(format!(
                     "background command ended before it started (exit code {exit_code})"
                 )))
@@ -147,14 +135,32 @@ async fn wait_for_pid(
     }
 }
 
-/// Keeps reading a background command's stream so its output reaches the sink; no deadline.
-async fn drain(mut stream: ProcessStream, mut output: OutputCollector) {
+/// Keeps reading a background command's stream so its output reaches the sink; no deadline. Its end
+/// event is reported with the last lines it printed; a stream lost before it reports nothing.
+async fn drain(
+    mut stream: ProcessStream,
+    mut output: OutputCollector,
+    tail: OutputTail,
+    reporter: ExitReporter,
+) {
+    let mut reporter = Some(reporter);
     loop {
         match stream.next_event().await {
             Ok(Some(Event::Stdout(bytes))) => output.push(OutputStream::Stdout, &bytes),
             Ok(Some(Event::Stderr(bytes))) => output.push(OutputStream::Stderr, &bytes),
-            Ok(Some(Event::Ended { exit_code })) => {
-                tracing::info!(exit_code, "background command ended");
+            Ok(Some(Event::Ended { exit_code, error })) => {
+                output.finish();
+                tracing::info!(
+                    exit_code,
+                    error = error.as_deref(),
+                    "background command ended"
+                );
+                if let Some(reporter) = reporter.take() {
+                    reporter.exited(CommandExit {
+                        exit_code,
+                        output_tail: tail.lines(),
+                    });
+                }
             }
             Ok(Some(_)) => {}
             Ok(None) => break,
@@ -184,14 +190,18 @@ impl SandboxRuntime for E2bRuntime {
         let id = SandboxId::try_from(info.sandbox_id.clone()).map_err(|e| {
             SandboxError::Provider(format!("provider returned a bad sandbox id: {e}"))
         })?;
-        self.remember_token(&info.sandbox_id, info.envd_access_token);
+        if info.envd_access_token.is_none() {
+            // Asked for a secure sandbox and got none: its envd would take anyone's commands.
+            tracing::warn!("the provider created the sandbox without an envd access token");
+        }
+        self.access.remember(&info.sandbox_id, info.access());
         Ok(id)
     }
 
     #[tracing::instrument(skip_all, fields(sandbox_id = %id), err)]
     async fn connect(&self, id: &SandboxId, timeout: Duration) -> Result<(), SandboxError> {
         let info = self.control.connect(id.as_str(), timeout).await?;
-        self.remember_token(id.as_str(), info.envd_access_token);
+        self.access.remember(id.as_str(), info.access());
         Ok(())
     }
 
@@ -216,12 +226,8 @@ impl SandboxRuntime for E2bRuntime {
         let pid = pid.load(Ordering::Relaxed);
         if matches!(result, Err(SandboxError::TimedOut(_))) && pid != 0 {
             // The stream ending does not end the process: stop it so it cannot outlive its deadline.
-            let token = self.token(id.as_str()).await.ok().flatten();
-            if let Err(error) = self
-                .envd
-                .kill_process(id.as_str(), token.as_deref(), pid)
-                .await
-            {
+            let access = self.access(id.as_str()).await.unwrap_or_default();
+            if let Err(error) = self.envd.kill_process(id.as_str(), &access, pid).await {
                 tracing::warn!(pid, %error, "could not stop a command past its deadline");
             }
         }
@@ -229,8 +235,18 @@ impl SandboxRuntime for E2bRuntime {
     }
 
     #[tracing::instrument(skip_all, fields(sandbox_id = %id, pid = tracing::field::Empty), err)]
-    async fn run_background(&self, id: &SandboxId, cmd: CommandSpec) -> Result<u32, SandboxError> {
-        let mut output = OutputCollector::new(cmd.output.clone(), false);
+    async fn run_background(
+        &self,
+        id: &SandboxId,
+        cmd: CommandSpec,
+    ) -> Result<BackgroundCommand, SandboxError> {
+        // The last lines are kept for the exit report, whatever the command's own sink does.
+        let tail = OutputTail::new();
+        let sink = match cmd.output.clone() {
+            Some(sink) => tee(sink, tail.sink()),
+            None => tail.sink(),
+        };
+        let mut output = OutputCollector::new(Some(sink), false);
         let started = async {
             let mut stream = self.open(id, &cmd, None).await?;
             let pid = wait_for_pid(&mut stream, &mut output).await?;
@@ -240,12 +256,15 @@ impl SandboxRuntime for E2bRuntime {
             .await
             .map_err(|_| SandboxError::TimedOut("background command did not start".into()))??;
         tracing::Span::current().record("pid", pid);
-        tokio::spawn(drain(stream, output).instrument(tracing::info_span!(
-            "background_command",
-            sandbox_id = %id,
-            pid
-        )));
-        Ok(pid)
+        let (command, reporter) = BackgroundCommand::watched(pid);
+        tokio::spawn(
+            drain(stream, output, tail, reporter).instrument(tracing::info_span!(
+                "background_command",
+                sandbox_id = %id,
+                pid
+            )),
+        );
+        Ok(command)
     }
 
     #[tracing::instrument(skip_all, fields(sandbox_id = %id, files = files.len()), err)]
@@ -254,18 +273,14 @@ impl SandboxRuntime for E2bRuntime {
         id: &SandboxId,
         files: Vec<(String, Vec<u8>)>,
     ) -> Result<(), SandboxError> {
-        let token = self.token(id.as_str()).await?;
-        self.envd
-            .write_files(id.as_str(), token.as_deref(), &files)
-            .await
+        let access = self.access(id.as_str()).await?;
+        self.envd.write_files(id.as_str(), &access, &files).await
     }
 
     #[tracing::instrument(skip_all, fields(sandbox_id = %id, path = %path), err)]
     async fn read_file(&self, id: &SandboxId, path: &str) -> Result<Vec<u8>, SandboxError> {
-        let token = self.token(id.as_str()).await?;
-        self.envd
-            .read_file(id.as_str(), token.as_deref(), path)
-            .await
+        let access = self.access(id.as_str()).await?;
+        self.envd.read_file(id.as_str(), &access, path).await
     }
 
     fn workspace_path(&self) -> String {
@@ -273,7 +288,9 @@ impl SandboxRuntime for E2bRuntime {
     }
 
     async fn preview_url(&self, id: &SandboxId, port: u16) -> Result<String, SandboxError> {
-        Ok(self.config.preview_url(id.as_str(), port))
+        let access = self.access(id.as_str()).await?;
+        let domain = self.config.domain_of(access.domain.as_deref());
+        Ok(self.config.preview_url(id.as_str(), domain, port))
     }
 
     #[tracing::instrument(skip_all, fields(sandbox_id = %id), err)]
@@ -295,7 +312,7 @@ impl SandboxRuntime for E2bRuntime {
     async fn kill(&self, id: &SandboxId) -> Result<(), SandboxError> {
         let result = self.control.kill(id.as_str()).await;
         if matches!(result, Ok(()) | Err(SandboxError::NotFound(_))) {
-            self.forget_token(id.as_str());
+            self.access.forget(id.as_str());
         }
         result
     }
@@ -303,7 +320,13 @@ impl SandboxRuntime for E2bRuntime {
     #[tracing::instrument(skip_all, fields(sandbox_id = %id), err)]
     async fn state(&self, id: &SandboxId) -> Result<ProviderState, SandboxError> {
         let detail = self.control.get(id.as_str()).await?;
-        self.remember_token(id.as_str(), detail.envd_access_token);
+        self.access.remember(id.as_str(), detail.access());
+        if detail.lifecycle.map(|l| l.on_timeout) == Some(OnTimeout::Kill) {
+            // Created with autoPause: the provider should pause it at its timeout, not kill it.
+            tracing::warn!(
+                "the provider will kill this sandbox at its timeout instead of pausing it"
+            );
+        }
         Ok(provider_state(detail.state))
     }
 

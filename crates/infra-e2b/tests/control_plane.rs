@@ -1,4 +1,5 @@
-//! The control plane against a tiny in-test server: pagination, pause outcomes, retries, error mapping.
+//! The control plane against a tiny in-test server: pagination, pause outcomes, the SDK's retry rules
+//! (statuses, `Should-Retry`, `Retry-After`, the call's deadline, create included), error mapping.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -19,7 +20,11 @@ struct Calls {
     pauses: AtomicU32,
     lists: AtomicU32,
     timeouts: AtomicU32,
+    creates: AtomicU32,
 }
+
+/// The whole-call deadline of these tests' clients: retries stop within it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn serve(router: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -32,6 +37,7 @@ fn runtime(url: &str) -> E2bRuntime {
     E2bRuntime::new(E2bConfig {
         api_url: url.to_owned(),
         sandbox_url: Some(url.to_owned()),
+        call_timeout: CALL_TIMEOUT,
         ..E2bConfig::new(ApiKey::new("test-key"), "base")
     })
     .unwrap()
@@ -84,6 +90,36 @@ async fn pause(State(calls): State<Arc<Calls>>, Path(id): Path<String>) -> Respo
         // Busy once, then fine: a transient failure retried away.
         "flaky" if n % 2 == 0 => err(StatusCode::SERVICE_UNAVAILABLE, "busy"),
         "flaky" => StatusCode::NO_CONTENT.into_response(),
+        // Rate limited once, asking for a second's wait.
+        "limited" if n % 2 == 0 => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            Json(json!({"code": 429, "message": "slow down"})),
+        )
+            .into_response(),
+        "limited" => StatusCode::NO_CONTENT.into_response(),
+        // Marked as not worth retrying, whatever the status says.
+        "marked" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("should-retry", "false")],
+            Json(json!({"code": 503, "message": "draining"})),
+        )
+            .into_response(),
+        // Marked as worth retrying although a 500 is not by itself.
+        "marked-retry" if n % 2 == 0 => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("should-retry", "true")],
+            Json(json!({"code": 500, "message": "try again"})),
+        )
+            .into_response(),
+        "marked-retry" => StatusCode::NO_CONTENT.into_response(),
+        // Asks for a wait longer than the call has left.
+        "later" => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "30")],
+            Json(json!({"code": 429, "message": "come back later"})),
+        )
+            .into_response(),
         _ => err(StatusCode::SERVICE_UNAVAILABLE, "busy"),
     }
 }
@@ -97,7 +133,12 @@ async fn timeout(
     StatusCode::NO_CONTENT
 }
 
-async fn create(headers: HeaderMap, Json(body): Json<serde_json::Value>) -> Response {
+async fn create(
+    State(calls): State<Arc<Calls>>,
+    headers: HeaderMap,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    let n = calls.creates.fetch_add(1, Ordering::SeqCst);
     if headers["x-api-key"] != "test-key" {
         return (
             StatusCode::UNAUTHORIZED,
@@ -109,6 +150,14 @@ async fn create(headers: HeaderMap, Json(body): Json<serde_json::Value>) -> Resp
     assert_eq!(body["timeout"], 300);
     assert_eq!(body["autoPause"], true);
     assert_eq!(body["metadata"]["slipway"], "1");
+    assert_eq!(body["secure"], true, "every sandbox is created secure");
+    if body["metadata"]["user_id"] == "user_busy" && n % 2 == 0 {
+        return (
+            StatusCode::BAD_GATEWAY,
+            Json(json!({"code":502,"message":"backend error"})),
+        )
+            .into_response();
+    }
     (
         StatusCode::CREATED,
         Json(
@@ -178,13 +227,82 @@ async fn pause_outcomes_follow_the_status() {
     ));
     assert_eq!(calls.pauses.load(Ordering::SeqCst) - before, 1);
 
-    // A 503 is retried: three calls, then Unavailable.
+    // A 503 is retried with backoff until the call's deadline, then Unavailable.
     let before = calls.pauses.load(Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
     assert!(matches!(
         rt.pause(&sid("busy")).await,
         Err(SandboxError::Unavailable(_))
     ));
-    assert_eq!(calls.pauses.load(Ordering::SeqCst) - before, 3);
+    let tries = calls.pauses.load(Ordering::SeqCst) - before;
+    assert!(tries >= 4, "retried with backoff, {tries} tries");
+    assert!(
+        started.elapsed() < CALL_TIMEOUT,
+        "within the call's deadline"
+    );
+}
+
+#[tokio::test]
+async fn retry_after_and_should_retry_are_honoured() {
+    let (url, calls) = server().await;
+    let rt = runtime(&url);
+
+    // 429 with Retry-After: 1 → one wait of a second, then success.
+    calls.pauses.store(0, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    assert_eq!(rt.pause(&sid("limited")).await, Ok(PauseOutcome::Paused));
+    assert_eq!(calls.pauses.load(Ordering::SeqCst), 2);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited as asked"
+    );
+
+    // Should-Retry: false on a 503 → one call.
+    calls.pauses.store(0, Ordering::SeqCst);
+    assert!(matches!(
+        rt.pause(&sid("marked")).await,
+        Err(SandboxError::Unavailable(_))
+    ));
+    assert_eq!(calls.pauses.load(Ordering::SeqCst), 1);
+
+    // Should-Retry: true on a 500 → retried.
+    calls.pauses.store(0, Ordering::SeqCst);
+    assert_eq!(
+        rt.pause(&sid("marked-retry")).await,
+        Ok(PauseOutcome::Paused)
+    );
+    assert_eq!(calls.pauses.load(Ordering::SeqCst), 2);
+
+    // A Retry-After past the call's deadline is not waited for: the call fails at once.
+    calls.pauses.store(0, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    assert!(matches!(
+        rt.pause(&sid("later")).await,
+        Err(SandboxError::Unavailable(_))
+    ));
+    assert_eq!(calls.pauses.load(Ordering::SeqCst), 1);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn create_is_retried_like_every_other_call() {
+    let (url, calls) = server().await;
+    let spec = SandboxSpec {
+        job_id: JobId::new(),
+        user_id: UserId::try_from("user_busy").unwrap(),
+        project_id: ProjectId::new(),
+        timeout: Duration::from_secs(300),
+        auto_pause: true,
+    };
+    assert_eq!(
+        runtime(&url).create(&spec).await.unwrap().as_str(),
+        "sbx-new"
+    );
+    assert_eq!(
+        calls.creates.load(Ordering::SeqCst),
+        2,
+        "a 502, then the sandbox"
+    );
 }
 
 #[tokio::test]
@@ -218,6 +336,7 @@ async fn create_sends_template_timeout_and_metadata() {
 
     let bad_key = E2bRuntime::new(E2bConfig {
         api_url: url.clone(),
+        call_timeout: CALL_TIMEOUT,
         ..E2bConfig::new(ApiKey::new("wrong"), "base")
     })
     .unwrap();

@@ -90,6 +90,17 @@ async fn start(State(seen): State<Shared>, headers: HeaderMap, body: Bytes) -> R
             .chain(futures::stream::pending())
             .boxed()
         }
+        // A dev server that dies: its error, then its end event.
+        "crash" => futures::stream::iter(vec![
+            frame(json!({"event":{"start":{"pid":44}}})),
+            frame(json!({"event":{"data":{"stdout":"c3RhcnRpbmcK"}}})),
+            frame(json!({"event":{"data":{"stderr":"RXJyb3I6IENhbm5vdCBmaW5kIG1vZHVsZQo="}}})),
+            frame(
+                json!({"event":{"end":{"exitCode":1,"exited":true,"status":"exit status 1","error":"exit status 1"}}}),
+            ),
+            end(json!({})),
+        ])
+        .boxed(),
         other => panic!("unexpected command {other}"),
     };
     (
@@ -192,5 +203,20 @@ async fn a_background_command_returns_its_pid_while_the_stream_stays_open() {
     .await
     .expect("run_background must not wait for the stream to end")
     .unwrap();
-    assert_eq!(pid, 33);
+    assert_eq!(pid.pid, 33);
+}
+
+#[tokio::test]
+async fn a_background_command_that_exits_reports_its_code_and_last_lines() {
+    let (rt, id, _) = setup().await;
+    let mut server = rt
+        .run_background(&id, CommandSpec::new("crash", Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(server.pid, 44);
+    let exit = tokio::time::timeout(Duration::from_secs(10), server.exited())
+        .await
+        .expect("the exit is reported");
+    assert_eq!(exit.exit_code, 1);
+    assert_eq!(exit.output_tail, "starting\nError: Cannot find module");
 }

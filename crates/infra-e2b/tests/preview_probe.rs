@@ -1,9 +1,12 @@
-//! `HttpPreviewProbe` against a tiny in-test server: redirects followed, headers reported, loops refused.
+//! `HttpPreviewProbe` against a tiny in-test server: redirects followed, headers reported, loops refused,
+//! the provider proxy's answers recognised, sandbox hosts routed by headers or resolved as localhost.
 
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
 use axum::Router;
-use domain::ports::{PreviewProbe, ProbeError};
+use domain::ports::{PreviewProbe, ProbeError, ProxyAnswer};
+use domain::usecases::preview::is_up;
 use infra_e2b::HttpPreviewProbe;
 use std::sync::Arc;
 
@@ -104,4 +107,98 @@ async fn an_unreachable_preview_is_not_logged_as_a_problem() {
         "{answer:?}"
     );
     assert_eq!(loud.count(), 0, "no WARN or ERROR for an expected refusal");
+}
+
+/// E2B's proxy answering for a sandbox whose port nothing listens on, and one it does not know.
+#[tokio::test]
+async fn the_proxys_answers_are_never_up() {
+    let url = serve(
+        Router::new()
+            .route(
+                "/closed",
+                get(|| async {
+                    (
+                        StatusCode::BAD_GATEWAY,
+                        [("content-type", "application/json; charset=utf-8")],
+                        r#"{"sandboxId":"abc","message":"The sandbox is running but port is not open","port":3000,"code":502}"#,
+                    )
+                }),
+            )
+            .route(
+                "/host",
+                get(|| async {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        [("content-type", "text/plain; charset=utf-8")],
+                        "Invalid host\n",
+                    )
+                }),
+            )
+            .route(
+                "/app404",
+                get(|| async { (StatusCode::NOT_FOUND, "Cannot GET /app404") }),
+            ),
+    )
+    .await;
+    let probe = HttpPreviewProbe::new().unwrap();
+    let closed = probe.get(&format!("{url}/closed")).await.unwrap();
+    assert_eq!(closed.proxy, Some(ProxyAnswer::PortNotOpen));
+    assert!(!is_up(&closed));
+    let host = probe.get(&format!("{url}/host")).await.unwrap();
+    assert_eq!(
+        host.proxy,
+        Some(ProxyAnswer::BadRoute("Invalid host".into()))
+    );
+    assert!(!is_up(&host));
+    let app = probe.get(&format!("{url}/app404")).await.unwrap();
+    assert_eq!(app.proxy, None);
+    assert!(is_up(&app), "the app itself answered");
+}
+
+/// With a sandbox URL, `{port}-{id}.{domain}` previews go to it with routing headers, hop by hop.
+#[tokio::test]
+async fn sandbox_hosts_are_routed_by_headers_on_the_sandbox_url() {
+    let proxy = serve(
+        Router::new().fallback(|headers: HeaderMap, uri: Uri| async move {
+            let id = headers.get("e2b-sandbox-id").and_then(|v| v.to_str().ok());
+            let port = headers
+                .get("e2b-sandbox-port")
+                .and_then(|v| v.to_str().ok());
+            match (id, port, uri.path()) {
+                (Some("abc"), Some("3000"), "/") => Redirect::temporary("/app?x=1").into_response(),
+                (Some("abc"), Some("3000"), "/app") if uri.query() == Some("x=1") => {
+                    "the app".into_response()
+                }
+                _ => (StatusCode::IM_A_TEAPOT, format!("{id:?} {port:?} {uri}")).into_response(),
+            }
+        }),
+    )
+    .await;
+    let probe = HttpPreviewProbe::new()
+        .unwrap()
+        .with_sandbox_url(&proxy)
+        .unwrap();
+    // The host never resolves: only the headers name the sandbox.
+    let answer = probe
+        .get("https://3000-abc.sandboxes.invalid/")
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(
+        answer.final_url,
+        "https://3000-abc.sandboxes.invalid/app?x=1"
+    );
+}
+
+/// A local server's sandbox hosts (`*.localhost`) resolve to loopback, as in a browser.
+#[tokio::test]
+async fn localhost_sandbox_hosts_resolve_to_loopback() {
+    let url = serve(Router::new().route("/", get(|| async { "hi" }))).await;
+    let port = url.rsplit(':').next().unwrap();
+    let answer = HttpPreviewProbe::new()
+        .unwrap()
+        .get(&format!("http://3000-abc.localhost:{port}/"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
 }

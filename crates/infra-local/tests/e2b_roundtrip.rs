@@ -156,7 +156,7 @@ async fn the_e2b_client_drives_local_sandboxes_end_to_end() {
         )
         .await
         .unwrap();
-    assert!(pid > 0);
+    assert!(pid.pid > 0);
     let preview = e2b.preview_url(&id, 3000).await.unwrap();
     assert_eq!(preview, format!("{}/preview/{id}/3000/", server.url));
     wait_for_preview(&preview, |s| s == Some(200)).await;

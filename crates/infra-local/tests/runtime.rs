@@ -359,7 +359,8 @@ async fn the_app_is_previewed_paused_resumed_listed_and_killed() {
             CommandSpec::new("npm start", CMD_TIMEOUT).env("PORT", "3000"),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .pid;
     let pgid = pid as i32;
 
     let url = rt.preview_url(&id, 3000).await.unwrap();
@@ -440,7 +441,8 @@ async fn the_provider_timeout_pauses_or_kills() {
     let pid = rt
         .run_background(&killing, CommandSpec::new("sleep 60", CMD_TIMEOUT))
         .await
-        .unwrap() as i32;
+        .unwrap()
+        .pid as i32;
 
     // Only the reaper acts here: the state is read from disk, not through the runtime.
     let state_file = root.0.join(pausing.as_str()).join("state.json");
@@ -484,11 +486,13 @@ async fn a_restarted_runtime_adopts_live_processes_and_drops_dead_ones() {
     let live = rt
         .run_background(&id, CommandSpec::new("sleep 60", CMD_TIMEOUT))
         .await
-        .unwrap() as i32;
+        .unwrap()
+        .pid as i32;
     let dead = rt
         .run_background(&id, CommandSpec::new("true", CMD_TIMEOUT))
         .await
-        .unwrap() as i32;
+        .unwrap()
+        .pid as i32;
     assert!(eventually(Duration::from_secs(5), || async { !group_alive(dead) }).await);
     drop(rt);
 
@@ -539,4 +543,30 @@ async fn killing_a_sandbox_already_gone_is_not_logged_as_a_problem() {
     let id = SandboxId::try_from("lzzzzzzzzzzzz").unwrap();
     assert!(matches!(rt.kill(&id).await, Err(SandboxError::NotFound(_))));
     assert_eq!(loud.count(), 0, "no WARN or ERROR for an expected NotFound");
+}
+
+#[tokio::test]
+async fn a_background_command_reports_its_exit_code_and_last_lines() {
+    let root = TempRoot::new();
+    let rt = LocalRuntime::new(root.0.clone()).unwrap();
+    let id = rt.create(&spec(CMD_TIMEOUT, false)).await.unwrap();
+    let mut server = rt
+        .run_background(
+            &id,
+            CommandSpec::new(
+                "echo booting; echo 'Error: Cannot find module express' >&2; exit 3",
+                CMD_TIMEOUT,
+            ),
+        )
+        .await
+        .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), server.exited())
+        .await
+        .expect("the exit is reported");
+    assert_eq!(exit.exit_code, 3);
+    assert_eq!(
+        exit.output_tail,
+        "booting\nError: Cannot find module express"
+    );
+    rt.kill(&id).await.unwrap();
 }

@@ -146,7 +146,8 @@ async fn two_runtimes_on_one_sandbox_never_corrupt_or_lose_its_state() {
     let pid = b
         .run_background(&id, CommandSpec::new("sleep 120", CMD_TIMEOUT))
         .await
-        .unwrap() as i32;
+        .unwrap()
+        .pid as i32;
 
     let ranges = [3000..3020, 3100..3120, 4000..4020, 4100..4120];
     let tasks = [
@@ -193,7 +194,8 @@ async fn a_kill_by_one_runtime_is_not_found_by_the_other_and_nothing_is_recreate
     let pid = a
         .run_background(&id, CommandSpec::new("sleep 120", CMD_TIMEOUT))
         .await
-        .unwrap() as i32;
+        .unwrap()
+        .pid as i32;
     let dir = root.0.join(id.as_str());
 
     // b keeps operating until it sees the sandbox gone; every failure before that is NotFound too.
@@ -300,7 +302,8 @@ async fn a_child_process_and_this_one_take_turns() {
     let pid = rt
         .run_background(&id, CommandSpec::new("sleep 120", CMD_TIMEOUT))
         .await
-        .unwrap() as i32;
+        .unwrap()
+        .pid as i32;
 
     let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_process_hammer", "--test-threads=1"])

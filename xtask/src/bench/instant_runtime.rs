@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use domain::ports::{
-    CodeGenerator, CommandOutput, CommandSpec, GeneratedFile, GeneratedFiles, GeneratorError,
-    PauseOutcome, PreviewProbe, ProbeError, ProbeResponse, ProviderSandbox, ProviderState,
-    SandboxError, SandboxRuntime, SandboxSpec,
+    BackgroundCommand, CodeGenerator, CommandOutput, CommandSpec, GeneratedFile, GeneratedFiles,
+    GeneratorError, PauseOutcome, PreviewProbe, ProbeError, ProbeResponse, ProviderSandbox,
+    ProviderState, SandboxError, SandboxRuntime, SandboxSpec,
 };
 use domain::{JobGoal, SandboxId};
 
@@ -58,8 +58,8 @@ impl SandboxRuntime for InstantRuntime {
         &self,
         _id: &SandboxId,
         _cmd: CommandSpec,
-    ) -> Result<u32, SandboxError> {
-        Ok(1)
+    ) -> Result<BackgroundCommand, SandboxError> {
+        Ok(BackgroundCommand::unwatched(1))
     }
 
     async fn write_files(
@@ -115,12 +115,7 @@ pub struct InstantProbe;
 #[async_trait]
 impl PreviewProbe for InstantProbe {
     async fn get(&self, url: &str) -> Result<ProbeResponse, ProbeError> {
-        Ok(ProbeResponse {
-            status: 200,
-            final_url: url.to_owned(),
-            x_frame_options: None,
-            content_security_policy: None,
-        })
+        Ok(ProbeResponse::from_app(200, url))
     }
 }
 

@@ -84,12 +84,7 @@ impl Default for AppOptions {
 }
 
 pub fn probe_answer(url: &str, status: u16) -> ProbeResponse {
-    ProbeResponse {
-        status,
-        final_url: url.to_owned(),
-        x_frame_options: None,
-        content_security_policy: None,
-    }
+    ProbeResponse::from_app(status, url)
 }
 
 pub struct TestApp {

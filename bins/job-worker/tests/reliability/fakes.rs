@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::ports::{
-    CodeGenerator, CommandOutput, CommandSpec, GeneratedFiles, GeneratorError, PauseOutcome,
-    ProviderSandbox, ProviderState, SandboxError, SandboxRuntime, SandboxSpec,
+    BackgroundCommand, CodeGenerator, CommandOutput, CommandSpec, GeneratedFiles, GeneratorError,
+    PauseOutcome, ProviderSandbox, ProviderState, SandboxError, SandboxRuntime, SandboxSpec,
 };
 use domain::{JobGoal, SandboxId};
 use infra_local::TemplateGenerator;
@@ -39,7 +39,11 @@ impl SandboxRuntime for CountingRuntime {
     async fn run(&self, id: &SandboxId, cmd: CommandSpec) -> Result<CommandOutput, SandboxError> {
         self.inner.run(id, cmd).await
     }
-    async fn run_background(&self, id: &SandboxId, cmd: CommandSpec) -> Result<u32, SandboxError> {
+    async fn run_background(
+        &self,
+        id: &SandboxId,
+        cmd: CommandSpec,
+    ) -> Result<BackgroundCommand, SandboxError> {
         self.inner.run_background(id, cmd).await
     }
     async fn write_files(

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::ports::{
-    CommandOutput, CommandSpec, PauseOutcome, PreviewProbe, ProbeError, ProbeResponse,
-    ProviderSandbox, ProviderState, SandboxError, SandboxRuntime, SandboxSpec,
+    BackgroundCommand, CommandOutput, CommandSpec, PauseOutcome, PreviewProbe, ProbeError,
+    ProbeResponse, ProviderSandbox, ProviderState, SandboxError, SandboxRuntime, SandboxSpec,
 };
 use domain::{JobId, SandboxId};
 use fred::prelude::{ClientLike, KeysInterface};
@@ -68,8 +68,12 @@ impl SandboxRuntime for ScriptedRuntime {
     async fn run(&self, _: &SandboxId, _: CommandSpec) -> Result<CommandOutput, SandboxError> {
         Ok(CommandOutput::default())
     }
-    async fn run_background(&self, _: &SandboxId, _: CommandSpec) -> Result<u32, SandboxError> {
-        Ok(4242)
+    async fn run_background(
+        &self,
+        _: &SandboxId,
+        _: CommandSpec,
+    ) -> Result<BackgroundCommand, SandboxError> {
+        Ok(BackgroundCommand::unwatched(4242))
     }
     async fn write_files(
         &self,
@@ -116,12 +120,7 @@ pub struct FixedProbe(pub u16);
 #[async_trait]
 impl PreviewProbe for FixedProbe {
     async fn get(&self, url: &str) -> Result<ProbeResponse, ProbeError> {
-        Ok(ProbeResponse {
-            status: self.0,
-            final_url: url.to_owned(),
-            x_frame_options: None,
-            content_security_policy: None,
-        })
+        Ok(ProbeResponse::from_app(self.0, url))
     }
 }
 

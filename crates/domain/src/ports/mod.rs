@@ -13,13 +13,14 @@ pub mod usage;
 pub use generator::{CodeGenerator, GeneratedFile, GeneratedFiles, GeneratorError};
 pub use live_store::{EventStream, LiveJobStore, StoreError};
 pub use lock::{LockGuardToken, StepLock};
-pub use probe::{PreviewProbe, ProbeError, ProbeResponse};
+pub use probe::{PreviewProbe, ProbeError, ProbeResponse, ProxyAnswer};
 pub use queue::{JobQueue, Lease, QueueError, QueuedJob};
 pub use repository::{
     JobRepository, PageAfter, RepoError, SandboxStateUpdate, TransitionOutcome, TransitionUpdate,
 };
 pub use sandbox::{
-    CommandOutput, CommandSpec, OutputSink, OutputStream, PauseOutcome, ProviderSandbox,
-    ProviderState, SandboxError, SandboxRuntime, SandboxSpec,
+    BackgroundCommand, CommandExit, CommandOutput, CommandSpec, ExitReporter, OutputSink,
+    OutputStream, PauseOutcome, ProviderSandbox, ProviderState, SandboxError, SandboxRuntime,
+    SandboxSpec,
 };
 pub use usage::{DailyUsage, UsageCounters};

@@ -123,6 +123,72 @@ impl CommandOutput {
     }
 }
 
+/// How a background command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandExit {
+    /// The exit code; a command killed by a signal has none of its own and reports -1 (or 128 + the
+    /// signal, as a shell would, where the runtime sees it that way).
+    pub exit_code: i32,
+    /// The last lines of its output (stdout and stderr as they came), where it says what went wrong.
+    pub output_tail: String,
+}
+
+/// A command started in the background: its pid, and its end once the runtime sees it.
+///
+/// Runtimes that follow the command hand out [`BackgroundCommand::watched`] and report through the
+/// [`ExitReporter`]; [`BackgroundCommand::unwatched`] never reports (a runtime that cannot tell, or a test
+/// that does not care).
+#[derive(Debug)]
+pub struct BackgroundCommand {
+    pub pid: u32,
+    exit: Option<tokio::sync::watch::Receiver<Option<CommandExit>>>,
+}
+
+/// The runtime's side of a [`BackgroundCommand`]: reports its end. Dropping it unused means "cannot tell"
+/// (the stream that carried the command was lost), never "exited".
+#[derive(Debug)]
+pub struct ExitReporter(tokio::sync::watch::Sender<Option<CommandExit>>);
+
+impl ExitReporter {
+    pub fn exited(self, exit: CommandExit) {
+        self.0.send_replace(Some(exit));
+    }
+}
+
+impl BackgroundCommand {
+    /// A command whose end the runtime reports through the returned reporter.
+    pub fn watched(pid: u32) -> (Self, ExitReporter) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        (
+            Self {
+                pid,
+                exit: Some(rx),
+            },
+            ExitReporter(tx),
+        )
+    }
+
+    /// A command whose end is never reported.
+    pub fn unwatched(pid: u32) -> Self {
+        Self { pid, exit: None }
+    }
+
+    /// Resolves once the command has exited; stays pending while it runs and forever when its end cannot
+    /// be known. Can be awaited again (it answers the same exit).
+    pub async fn exited(&mut self) -> CommandExit {
+        if let Some(rx) = self.exit.as_mut() {
+            if let Ok(exit) = rx.wait_for(Option::is_some).await {
+                if let Some(exit) = exit.clone() {
+                    return exit;
+                }
+            }
+            // The reporter is gone without a word: the end will never be known.
+            self.exit = None;
+        }
+        std::future::pending().await
+    }
+}
+
 /// What `pause` found: either way the sandbox is now paused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PauseOutcome {
@@ -156,14 +222,21 @@ pub trait SandboxRuntime: Send + Sync {
     /// Creates and starts a sandbox, returning its id as soon as the provider assigned one.
     async fn create(&self, spec: &SandboxSpec) -> Result<SandboxId, SandboxError>;
 
-    /// Connects to a sandbox, resuming it when paused, and sets its timeout. Its processes keep running.
+    /// Connects to a sandbox, resuming it when paused, and makes sure it runs for at least `timeout` from
+    /// now (a longer timeout it already has is kept, as E2B's connect only ever extends it). Its processes
+    /// keep running.
     async fn connect(&self, id: &SandboxId, timeout: Duration) -> Result<(), SandboxError>;
 
     /// Runs a command to completion (or `TimedOut` at its deadline), streaming output to its sink.
     async fn run(&self, id: &SandboxId, cmd: CommandSpec) -> Result<CommandOutput, SandboxError>;
 
-    /// Starts a command that outlives this call (a dev server); returns its pid.
-    async fn run_background(&self, id: &SandboxId, cmd: CommandSpec) -> Result<u32, SandboxError>;
+    /// Starts a command that outlives this call (a dev server); its output goes to the command's sink, and
+    /// its end is reported on the returned handle when the runtime can see it.
+    async fn run_background(
+        &self,
+        id: &SandboxId,
+        cmd: CommandSpec,
+    ) -> Result<BackgroundCommand, SandboxError>;
 
     /// Writes files (paths relative to the workspace), creating directories as needed.
     async fn write_files(

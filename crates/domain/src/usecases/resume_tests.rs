@@ -6,7 +6,7 @@ use crate::ports::live_store::MockLiveJobStore;
 use crate::ports::probe::MockPreviewProbe;
 use crate::ports::repository::MockJobRepository;
 use crate::ports::sandbox::MockSandboxRuntime;
-use crate::ports::{CommandOutput, ProbeError, ProbeResponse};
+use crate::ports::{BackgroundCommand, CommandOutput, ProbeError, ProbeResponse};
 use crate::usecases::framework::PackageFacts;
 use crate::usecases::pipeline::package::MockPackageJsonParser;
 use crate::usecases::reconcile::fixtures::{job, ready_job, stateful_repo, user, Row};
@@ -52,12 +52,7 @@ impl Mocks {
 }
 
 fn answer(status: u16) -> Result<ProbeResponse, ProbeError> {
-    Ok(ProbeResponse {
-        status,
-        final_url: "https://preview".into(),
-        x_frame_options: None,
-        content_security_policy: None,
-    })
+    Ok(ProbeResponse::from_app(status, "https://preview"))
 }
 
 fn exit(code: i32) -> Result<CommandOutput, SandboxError> {
@@ -182,7 +177,7 @@ fn restart_mocks(node_modules: bool) -> (Mocks, Row, Arc<Mutex<Vec<String>>>, Jo
         assert_eq!(cmd.envs.get("PORT").map(String::as_str), Some("5173"));
         seen.lock().unwrap().push(cmd.cmd.clone());
         up.store(true, Ordering::SeqCst);
-        Ok(42)
+        Ok(BackgroundCommand::unwatched(42))
     });
     m.runtime
         .expect_preview_url()

@@ -250,7 +250,7 @@ pub async fn start(State(state): State<ServerState>, headers: HeaderMap, body: B
             let result = state.runtime.run_background(&id, spec).await;
             match result {
                 Ok(pid) => {
-                    let _ = tx.send(start_event(pid));
+                    let _ = tx.send(start_event(pid.pid));
                     let _ = tx.send(end_stream(Ok(())));
                 }
                 Err(e) => {

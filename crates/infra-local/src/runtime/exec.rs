@@ -6,7 +6,11 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use domain::ports::{CommandOutput, CommandSpec, OutputSink, OutputStream, SandboxError};
+use domain::ports::{
+    BackgroundCommand, CommandExit, CommandOutput, CommandSpec, OutputSink, OutputStream,
+    SandboxError,
+};
+use domain::usecases::output_tail::{last_lines, TAIL_LINES};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::task::JoinHandle;
@@ -131,7 +135,7 @@ impl Inner {
         &self,
         id: &str,
         spec: CommandSpec,
-    ) -> Result<u32, SandboxError> {
+    ) -> Result<BackgroundCommand, SandboxError> {
         let mut open = self.open(id).await?;
         let (cwd, envs) = prepare(&mut open, &spec)?;
         let script = paths::map_command(&spec.cmd, &open.workspace());
@@ -151,7 +155,11 @@ impl Inner {
             .spawn()
             .map_err(|e| io_error("start background command", e))?;
         let pgid = pgid_of(child.id())?;
-        let _ = tokio::fs::rename(&starting, logs.join(format!("{pgid}.log"))).await;
+        let named = logs.join(format!("{pgid}.log"));
+        let log_path = match tokio::fs::rename(&starting, &named).await {
+            Ok(()) => named,
+            Err(_) => starting,
+        };
         open.record.groups.push(pgid);
         open.record.background.push(pgid);
         if let Err(e) = open.save().await {
@@ -159,12 +167,45 @@ impl Inner {
             return Err(e);
         }
         tracing::info!(sandbox_id = %id, pid = pgid, "background command started");
-        // Reaps it when it ends, so it does not linger as a zombie.
+        let pid = u32::try_from(pgid).map_err(|_| SandboxError::Provider("negative pid".into()))?;
+        let (command, reporter) = BackgroundCommand::watched(pid);
+        // Reaps it when it ends, so it does not linger as a zombie, and reports how it ended.
         tokio::spawn(async move {
-            let _ = child.wait().await;
+            let Ok(status) = child.wait().await else {
+                return;
+            };
+            let exit_code = status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+            reporter.exited(CommandExit {
+                exit_code,
+                output_tail: log_tail(&log_path).await,
+            });
         });
-        u32::try_from(pgid).map_err(|_| SandboxError::Provider("negative pid".into()))
+        Ok(command)
     }
+}
+
+/// The last lines of a background command's log (empty when it cannot be read, e.g. the sandbox is gone).
+async fn log_tail(path: &std::path::Path) -> String {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    const TAIL_BYTES: u64 = 16 * 1024;
+    let Ok(mut file) = tokio::fs::File::open(path).await else {
+        return String::new();
+    };
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    if file
+        .seek(std::io::SeekFrom::Start(len.saturating_sub(TAIL_BYTES)))
+        .await
+        .is_err()
+    {
+        return String::new();
+    }
+    let mut bytes = Vec::new();
+    if file.read_to_end(&mut bytes).await.is_err() {
+        return String::new();
+    }
+    last_lines(&String::from_utf8_lossy(&bytes), TAIL_LINES)
 }
 
 /// A stream being read: the task, and the output read so far.

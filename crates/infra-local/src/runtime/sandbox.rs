@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::ports::{
-    CommandOutput, CommandSpec, PauseOutcome, ProviderSandbox, ProviderState, SandboxError,
-    SandboxRuntime, SandboxSpec,
+    BackgroundCommand, CommandOutput, CommandSpec, PauseOutcome, ProviderSandbox, ProviderState,
+    SandboxError, SandboxRuntime, SandboxSpec,
 };
 use domain::{JobId, SandboxId};
 use nix::sys::signal::Signal;
@@ -76,7 +76,11 @@ impl SandboxRuntime for LocalRuntime {
     }
 
     #[tracing::instrument(skip_all, fields(sandbox_id = %id), err)]
-    async fn run_background(&self, id: &SandboxId, cmd: CommandSpec) -> Result<u32, SandboxError> {
+    async fn run_background(
+        &self,
+        id: &SandboxId,
+        cmd: CommandSpec,
+    ) -> Result<BackgroundCommand, SandboxError> {
         self.inner.run_background(id.as_str(), cmd).await
     }
 

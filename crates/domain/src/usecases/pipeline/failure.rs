@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::files::FileError;
 use crate::ports::{GeneratorError, SandboxError};
+use crate::usecases::preview::NotUp;
 use crate::{DebugId, JobGoalError};
 
 /// How much of npm's stderr the founder sees.
@@ -50,8 +51,17 @@ pub enum PipelineError {
     Files(#[source] FileError),
     #[error("npm install exited with code {exit_code}")]
     InstallFailed { exit_code: i32, stderr_tail: String },
+    #[error("the dev server exited with code {exit_code} before it answered")]
+    DevServerExited { exit_code: i32, output_tail: String },
     #[error("the dev server did not answer at {url} within {waited:?}")]
-    NotReady { url: String, waited: Duration },
+    NotReady {
+        url: String,
+        waited: Duration,
+        /// What the last probe saw instead of the app.
+        last_seen: Option<NotUp>,
+        /// The dev server's last lines, when the runtime streamed them.
+        output_tail: String,
+    },
 }
 
 impl PipelineError {
@@ -70,11 +80,44 @@ impl PipelineError {
                 exit_code,
                 stderr_tail,
             } => format!("npm install failed (exit code {exit_code}): {stderr_tail}"),
-            PipelineError::NotReady { url, waited } => format!(
-                "The dev server did not become ready within {}s at {url}.",
-                waited.as_secs()
+            PipelineError::DevServerExited {
+                exit_code,
+                output_tail,
+            } => with_output(
+                format!("The dev server exited with code {exit_code} before it answered."),
+                output_tail,
             ),
+            PipelineError::NotReady {
+                url,
+                waited,
+                last_seen,
+                output_tail,
+            } => {
+                let seen = last_seen
+                    .as_ref()
+                    .map(|seen| format!(" (last: {seen})"))
+                    .unwrap_or_default();
+                with_output(
+                    format!(
+                        "The dev server did not become ready within {}s at {url}{seen}.",
+                        waited.as_secs()
+                    ),
+                    output_tail,
+                )
+            }
         }
+    }
+}
+
+/// `message`, then the command's own last lines when there are any: where it says what went wrong.
+fn with_output(message: String, output: &str) -> String {
+    if output.trim().is_empty() {
+        message
+    } else {
+        format!(
+            "{message} Its output ended with: {}",
+            tail(output, STDERR_TAIL_CHARS)
+        )
     }
 }
 
@@ -172,6 +215,32 @@ mod tests {
         assert!(!failed.friendly_message().contains("rate limit"));
         let limited = PipelineError::Generator(GeneratorError::RateLimited);
         assert!(limited.friendly_message().contains("rate limit"));
+    }
+
+    #[test]
+    fn dev_server_failures_quote_its_output() {
+        let exited = PipelineError::DevServerExited {
+            exit_code: 1,
+            output_tail: "Error: Cannot find module 'express'".into(),
+        };
+        assert_eq!(
+            exited.friendly_message(),
+            "The dev server exited with code 1 before it answered. Its output ended with: \
+             Error: Cannot find module 'express'"
+        );
+        let not_ready = PipelineError::NotReady {
+            url: "https://3000-sbx.e2b.app".into(),
+            waited: Duration::from_secs(60),
+            last_seen: Some(NotUp::Proxy(crate::ports::ProxyAnswer::PortNotOpen)),
+            output_tail: String::new(),
+        };
+        let msg = not_ready.friendly_message();
+        assert!(
+            msg.contains("within 60s at https://3000-sbx.e2b.app"),
+            "{msg}"
+        );
+        assert!(msg.contains("port is not open"), "{msg}");
+        assert!(!msg.contains("output"), "{msg}");
     }
 
     #[test]

@@ -12,7 +12,8 @@ use crate::ports::{
     TransitionUpdate,
 };
 use crate::usecases::framework::{self, PackageFacts};
-use crate::usecases::preview;
+use crate::usecases::output_tail::{tee, OutputTail};
+use crate::usecases::preview::{self, Readiness};
 use crate::{JobGoal, JobId, JobStatus, SandboxId, SandboxState};
 
 /// Past a command's own deadline, how long we wait for the runtime to report it before giving up on it.
@@ -168,13 +169,15 @@ impl Build<'_> {
         );
         self.advance(JobStatus::Checks, Self::message(message))
             .await?;
-        // A background command has no deadline of its own; readiness below is what is bounded.
+        // A background command has no deadline of its own; readiness below is what is bounded. Its last
+        // lines are kept for the message of a build it fails.
+        let output = OutputTail::new();
         let cmd = CommandSpec {
-            output: Some(log_sink(self.job.id, server.command)),
+            output: Some(tee(log_sink(self.job.id, server.command), output.sink())),
             ..CommandSpec::new(server.command, self.config.readiness_deadline)
                 .env("PORT", server.port.to_string())
         };
-        let pid = self
+        let mut process = self
             .race(self.deps.runtime.run_background(sandbox, cmd))
             .await?
             .map_err(PipelineError::sandbox(Step::StartDevServer))?;
@@ -182,21 +185,37 @@ impl Build<'_> {
             .race(self.deps.runtime.preview_url(sandbox, server.port))
             .await?
             .map_err(PipelineError::sandbox(Step::PreviewUrl))?;
-        tracing::info!(pid, preview_url = %url, framework = ?server.framework, "dev server started");
+        tracing::info!(pid = process.pid, preview_url = %url, framework = ?server.framework, "dev server started");
         let deadline = self.config.readiness_deadline;
-        let up = self
-            .race(preview::wait_until_up(
+        let readiness = self
+            .race(preview::wait_for_dev_server(
                 self.deps.probe.as_ref(),
                 &url,
+                &mut process,
                 deadline,
                 self.config.readiness_interval,
             ))
             .await?;
-        match up {
-            Some(_) => Ok(url),
-            None => Err(PipelineError::NotReady {
+        match readiness {
+            Readiness::Up(_) => Ok(url),
+            Readiness::Exited(exit) => {
+                // The runtime's own record of the output wins; the streamed lines are the fallback.
+                let output_tail = if exit.output_tail.trim().is_empty() {
+                    output.lines()
+                } else {
+                    exit.output_tail
+                };
+                Err(PipelineError::DevServerExited {
+                    exit_code: exit.exit_code,
+                    output_tail,
+                }
+                .into())
+            }
+            Readiness::NotUp(last_seen) => Err(PipelineError::NotReady {
                 url,
                 waited: deadline,
+                last_seen,
+                output_tail: output.lines(),
             }
             .into()),
         }

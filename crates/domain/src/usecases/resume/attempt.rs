@@ -6,7 +6,8 @@ use std::time::Duration;
 use super::Inner;
 use crate::ports::{CommandSpec, SandboxError};
 use crate::usecases::framework;
-use crate::usecases::preview::wait_until_up;
+use crate::usecases::output_tail::OutputTail;
+use crate::usecases::preview::{wait_for_dev_server, wait_until_up, Readiness};
 use crate::{Job, SandboxId};
 
 /// How one attempt failed: only the provider's not-found on connect means the sandbox is gone.
@@ -116,12 +117,16 @@ impl Inner {
         }
 
         tracing::info!(framework = ?dev.framework, port = dev.port, "restarting the dev server");
-        runtime
+        let output = OutputTail::new();
+        let mut server = runtime
             .run_background(
                 sandbox_id,
-                CommandSpec::new(dev.command, self.config.readiness_deadline)
-                    .cwd(workspace)
-                    .env("PORT", dev.port.to_string()),
+                CommandSpec {
+                    output: Some(output.sink()),
+                    ..CommandSpec::new(dev.command, self.config.readiness_deadline)
+                        .cwd(workspace)
+                        .env("PORT", dev.port.to_string())
+                },
             )
             .await
             .map_err(|e| failed("could not start the dev server", e))?;
@@ -129,20 +134,34 @@ impl Inner {
             .preview_url(sandbox_id, dev.port)
             .await
             .map_err(|e| failed("no preview url", e))?;
-        wait_until_up(
+        let readiness = wait_for_dev_server(
             self.deps.probe.as_ref(),
             &url,
+            &mut server,
             self.config.readiness_deadline,
             self.config.probe_interval,
         )
-        .await
-        .ok_or_else(|| {
-            AttemptError::Failed(format!(
-                "the dev server did not answer within {:?}",
-                self.config.readiness_deadline
-            ))
-        })?;
-        Ok(url)
+        .await;
+        match readiness {
+            Readiness::Up(_) => Ok(url),
+            Readiness::Exited(exit) => {
+                let said = if exit.output_tail.trim().is_empty() {
+                    output.lines()
+                } else {
+                    exit.output_tail
+                };
+                Err(AttemptError::Failed(format!(
+                    "the dev server exited with code {}: {said}",
+                    exit.exit_code
+                )))
+            }
+            Readiness::NotUp(seen) => Err(AttemptError::Failed(format!(
+                "the dev server did not answer within {:?} (last: {}): {}",
+                self.config.readiness_deadline,
+                seen.map(|s| s.to_string()).unwrap_or_default(),
+                output.lines()
+            ))),
+        }
     }
 
     async fn node_modules_present(

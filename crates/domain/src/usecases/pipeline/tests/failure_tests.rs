@@ -4,7 +4,10 @@
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::ports::{CommandOutput, GeneratorError, RepoError, SandboxError};
+use crate::ports::{
+    BackgroundCommand, CommandOutput, GeneratorError, ProbeResponse, ProxyAnswer, RepoError,
+    SandboxError,
+};
 use crate::{JobStatus, SandboxState};
 
 /// The one failed transition, from `from`, whose friendly message passes `check`.
@@ -55,6 +58,87 @@ async fn a_dev_server_that_never_answers_fails_the_build_kills_the_sandbox_and_n
     assert_failed(&outcome, &job);
     assert_eq!(job.sandbox_state, SandboxState::Killed);
     assert!(!job.sandbox_paused());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dev_server_that_exits_fails_the_build_at_once_with_its_code_and_output() {
+    let mut h = Harness::new();
+    fails_from(&mut h, JobStatus::Checks, |m| {
+        m.contains("exited with code 1")
+            && m.contains("Error: Cannot find module 'express'")
+            && !m.contains("did not become ready")
+    });
+    h.transitions_to_checks();
+    h.creates_sandbox();
+    h.generates_app();
+    h.writes_files();
+    h.runtime
+        .expect_run_background()
+        .times(1)
+        .returning(|_, cmd| {
+            // The dev server prints its error to the sink, then the runtime reports its exit.
+            let sink = cmd.output.expect("the dev server's output is followed");
+            (sink.0)(
+                crate::ports::OutputStream::Stderr,
+                "Error: Cannot find module 'express'\n",
+            );
+            let (server, reporter) = BackgroundCommand::watched(42);
+            reporter.exited(crate::ports::CommandExit {
+                exit_code: 1,
+                output_tail: String::new(),
+            });
+            Ok(server)
+        });
+    h.runtime
+        .expect_preview_url()
+        .returning(|_, _| Ok(PREVIEW.to_owned()));
+    // The provider's proxy answers for the dead dev server; that is never READY.
+    h.probe.expect_get().returning(|_| {
+        Ok(ProbeResponse {
+            proxy: Some(ProxyAnswer::PortNotOpen),
+            ..answer(502)
+        })
+    });
+    h.kills();
+    h.runtime.expect_pause().never();
+    h.live_accepts();
+
+    let started = tokio::time::Instant::now();
+    let (outcome, job) = h.run(CancellationToken::new()).await;
+
+    assert_failed(&outcome, &job);
+    assert!(
+        started.elapsed() < PipelineConfig::default().readiness_deadline,
+        "it did not wait out the readiness deadline"
+    );
+    assert_eq!(job.sandbox_state, SandboxState::Killed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn proxy_answers_below_500_never_make_a_build_ready() {
+    let mut h = Harness::new();
+    fails_from(&mut h, JobStatus::Checks, |m| {
+        m.contains("did not become ready") && m.contains("Invalid host")
+    });
+    h.transitions_to_checks();
+    h.creates_sandbox();
+    h.generates_app();
+    h.writes_files();
+    h.starts_dev_server();
+    h.probe.expect_get().returning(|_| {
+        Ok(ProbeResponse {
+            proxy: Some(ProxyAnswer::BadRoute("Invalid host".into())),
+            ..answer(400)
+        })
+    });
+    h.kills();
+    h.runtime.expect_pause().never();
+    h.live_accepts();
+
+    let (outcome, job) = h.run(CancellationToken::new()).await;
+
+    assert_failed(&outcome, &job);
+    assert!(job.preview_url.is_none());
 }
 
 #[tokio::test(start_paused = true)]

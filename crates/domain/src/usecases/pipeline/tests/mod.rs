@@ -19,8 +19,8 @@ use crate::ports::probe::MockPreviewProbe;
 use crate::ports::repository::MockJobRepository;
 use crate::ports::sandbox::MockSandboxRuntime;
 use crate::ports::{
-    GeneratedFile, GeneratedFiles, ProbeResponse, SandboxStateUpdate, TransitionOutcome,
-    TransitionUpdate,
+    BackgroundCommand, GeneratedFile, GeneratedFiles, ProbeResponse, SandboxStateUpdate,
+    TransitionOutcome, TransitionUpdate,
 };
 use crate::usecases::framework::PackageFacts;
 use crate::{
@@ -161,12 +161,7 @@ impl Db {
 }
 
 pub(super) fn answer(status: u16) -> ProbeResponse {
-    ProbeResponse {
-        status,
-        final_url: PREVIEW.into(),
-        x_frame_options: None,
-        content_security_policy: None,
-    }
+    ProbeResponse::from_app(status, PREVIEW)
 }
 
 pub(super) fn files(paths: &[&str]) -> GeneratedFiles {
@@ -282,7 +277,7 @@ impl Harness {
                 cmd.cmd == "npm start" && cmd.envs.get("PORT").map(String::as_str) == Some("3000")
             })
             .times(1)
-            .returning(|_, _| Ok(42));
+            .returning(|_, _| Ok(BackgroundCommand::unwatched(42)));
         self.runtime
             .expect_preview_url()
             .times(1)

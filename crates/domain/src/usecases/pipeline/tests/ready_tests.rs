@@ -4,7 +4,7 @@ use mockall::Sequence;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::ports::CommandOutput;
+use crate::ports::{BackgroundCommand, CommandOutput};
 use crate::JobStatus;
 
 #[tokio::test(start_paused = true)]
@@ -146,7 +146,7 @@ async fn dependencies_are_installed_and_the_framework_decides_the_command() {
         })
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Ok(7));
+        .returning(|_, _| Ok(BackgroundCommand::unwatched(7)));
     h.runtime
         .expect_preview_url()
         .withf(|_, port| *port == 5173)
