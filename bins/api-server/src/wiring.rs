@@ -112,7 +112,10 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     let redis = infra_redis::connect(config.redis_url.expose())
         .await
         .context("connecting to redis (REDIS_URL)")?;
-    let probe = infra_e2b::HttpPreviewProbe::new().context("building the preview probe")?;
+    let probe = config
+        .runtime
+        .preview_probe()
+        .context("building the preview probe")?;
     assemble(Parts {
         pool,
         redis,

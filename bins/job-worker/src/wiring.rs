@@ -7,7 +7,6 @@ use anyhow::Context;
 use domain::ports::{CodeGenerator, JobQueue, StepLock};
 use domain::usecases::pipeline::PipelineDeps;
 use domain::usecases::reconcile::{ReconcileDeps, Reconciler};
-use infra_e2b::HttpPreviewProbe;
 use infra_local::{CommandGenerator, TemplateGenerator};
 use infra_pg::PgJobRepository;
 use infra_redis::{RedisLiveStore, RedisQueue, RedisStepLock};
@@ -49,7 +48,12 @@ pub async fn build_all(config: &Config) -> anyhow::Result<Wired> {
         ))),
         runtime: config.runtime.build()?,
         generator: generator(config)?,
-        probe: Arc::new(HttpPreviewProbe::new().context("could not build the preview probe")?),
+        probe: Arc::new(
+            config
+                .runtime
+                .preview_probe()
+                .context("could not build the preview probe")?,
+        ),
         package_parser: Arc::new(JsonPackageParser),
     };
     // The slot limits must be the api-server's: both read the same tier settings.

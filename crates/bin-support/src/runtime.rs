@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use domain::ports::{SandboxError, SandboxRuntime};
-use infra_e2b::{ApiKey, E2bConfig, E2bRuntime};
+use domain::ports::{ProbeError, SandboxError, SandboxRuntime};
+use infra_e2b::{ApiKey, E2bConfig, E2bRuntime, HttpPreviewProbe, Scheme};
 use infra_local::LocalRuntime;
 
 use crate::metered::MeteredRuntime;
@@ -55,15 +55,20 @@ pub struct RuntimeArgs {
     #[arg(long, env = "E2B_API_URL", default_value = infra_e2b::DEFAULT_API_URL)]
     pub e2b_api_url: String,
 
-    /// E2B sandbox domain.
+    /// E2B sandbox domain (a sandbox's own, from its create or connect answer, wins).
     #[arg(long, env = "E2B_DOMAIN", default_value = infra_e2b::DEFAULT_DOMAIN)]
     pub e2b_domain: String,
+
+    /// Scheme of sandbox hosts, envd's and previews': `https`, or `http` for a server without TLS.
+    #[arg(long, env = "E2B_SANDBOX_SCHEME", default_value = "https")]
+    pub e2b_sandbox_scheme: Scheme,
 
     /// E2B template sandboxes are created from.
     #[arg(long, env = "E2B_TEMPLATE", default_value = "base")]
     pub e2b_template: String,
 
-    /// envd base URL override (the local E2B-compatible server).
+    /// One base URL for envd and preview probes, the sandbox named by the `E2b-Sandbox-Id` and
+    /// `E2b-Sandbox-Port` headers (a self-hosted client proxy, `e2b-local`).
     #[arg(long, env = "E2B_SANDBOX_URL")]
     pub e2b_sandbox_url: Option<String>,
 }
@@ -73,6 +78,16 @@ impl RuntimeArgs {
     pub fn build(&self) -> Result<Arc<dyn SandboxRuntime>, RuntimeSetupError> {
         self.build_unmetered()
             .map(|runtime| Arc::new(MeteredRuntime::new(runtime)) as Arc<dyn SandboxRuntime>)
+    }
+
+    /// The preview probe for this runtime: sandbox previews go to `E2B_SANDBOX_URL` with routing headers
+    /// when it is set.
+    pub fn preview_probe(&self) -> Result<HttpPreviewProbe, ProbeError> {
+        let probe = HttpPreviewProbe::new()?;
+        match (&self.sandbox_runtime, &self.e2b_sandbox_url) {
+            (RuntimeKind::E2b, Some(url)) => probe.with_sandbox_url(url),
+            _ => Ok(probe),
+        }
     }
 
     /// The runtime without the latency metrics of [`MeteredRuntime`].
@@ -93,6 +108,7 @@ impl RuntimeArgs {
                 let config = E2bConfig {
                     api_url: self.e2b_api_url.clone(),
                     domain: self.e2b_domain.clone(),
+                    scheme: self.e2b_sandbox_scheme,
                     sandbox_url: self.e2b_sandbox_url.clone(),
                     ..E2bConfig::new(ApiKey::new(key.expose()), self.e2b_template.clone())
                 };

@@ -3,10 +3,9 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Arc;
 
-use infra_e2b::{ApiKey, E2bConfig, E2bRuntime};
-use infra_local::e2b_server::{self, FaultConfig};
+use infra_e2b::{ApiKey, E2bConfig, E2bRuntime, Scheme};
+use infra_local::e2b_server::{self, E2bServerConfig, FaultConfig};
 use infra_local::LocalRuntime;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
@@ -117,11 +116,19 @@ pub struct E2bServer {
 
 impl E2bServer {
     pub async fn start(local: &LocalRuntime) -> Self {
-        let app = e2b_server::router(Arc::new(local.clone()), API_KEY, FaultConfig::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let addr = listener.local_addr().expect("addr");
+        let url = format!("http://{addr}");
+        let app = e2b_server::router(
+            local.clone(),
+            E2bServerConfig {
+                api_key: API_KEY.into(),
+                domain: e2b_server::local_domain(addr),
+                faults: FaultConfig::default(),
+            },
+        );
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self {
             url,
@@ -133,6 +140,7 @@ impl E2bServer {
         E2bRuntime::new(E2bConfig {
             api_url: self.url.clone(),
             sandbox_url: Some(self.url.clone()),
+            scheme: Scheme::Http,
             ..E2bConfig::new(ApiKey::new(API_KEY), "base")
         })
         .expect("E2B client")

@@ -1,13 +1,13 @@
-//! `e2b-local`: an E2B-compatible platform API and envd over local sandboxes (see `infra_local::e2b_server`).
-//! Point the E2B client at it with `E2B_API_URL=http://<addr>` and `E2B_SANDBOX_URL=http://<addr>`.
-
-use std::sync::Arc;
+//! `e2b-local`: an E2B-compatible platform API, sandbox proxy and envd over local sandboxes (see
+//! `infra_local::e2b_server`). Point Slipway at it with `E2B_API_URL=http://<addr>`,
+//! `E2B_SANDBOX_URL=http://<addr>` and `E2B_SANDBOX_SCHEME=http`; the official SDK with `E2B_API_URL` and
+//! `E2B_SANDBOX_URL`.
 
 use clap::Parser;
-use infra_local::e2b_server::{router, FaultConfig};
+use infra_local::e2b_server::{local_domain, router, E2bServerConfig, FaultConfig};
 use infra_local::LocalRuntime;
 
-/// Serves the E2B API subset Slipway uses, backed by local process sandboxes.
+/// Serves the E2B API, backed by local process sandboxes.
 #[derive(Parser)]
 struct Config {
     /// Address to listen on.
@@ -23,6 +23,16 @@ struct Config {
     /// The only `X-API-Key` accepted.
     #[arg(long, env = "E2B_API_KEY", hide_env_values = true)]
     api_key: String,
+    /// The domain sandbox hosts live under (`{port}-{sandboxID}.{domain}`), answered at create and
+    /// connect; default `localhost:<port>`, which browsers resolve to this machine.
+    #[arg(long, env = "E2B_LOCAL_DOMAIN")]
+    domain: Option<String>,
+    /// Share of platform API calls answered 503 without being processed (0.0 to 1.0).
+    #[arg(long, default_value_t = 0.0)]
+    control_fail_ratio: f64,
+    /// Share of platform API calls processed, then answered 503 anyway (0.0 to 1.0).
+    #[arg(long, default_value_t = 0.0)]
+    ambiguous_fail_ratio: f64,
     /// Share of pauses that fail with a 500 (0.0 to 1.0).
     #[arg(long, default_value_t = 0.0)]
     pause_fail_ratio: f64,
@@ -43,15 +53,27 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = Config::parse();
     let faults = FaultConfig {
+        control_fail_ratio: config.control_fail_ratio,
+        ambiguous_fail_ratio: config.ambiguous_fail_ratio,
         pause_fail_ratio: config.pause_fail_ratio,
         not_found_sandboxes: config.not_found_sandboxes,
         latency_ms: config.latency_ms,
+        ..FaultConfig::default()
     };
     faults.validate()?;
     let runtime = LocalRuntime::new(config.root)?;
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "e2b-local listening");
-    let app = router(Arc::new(runtime.clone()), &config.api_key, faults);
+    let addr = listener.local_addr()?;
+    let domain = config.domain.unwrap_or_else(|| local_domain(addr));
+    tracing::info!(%addr, %domain, "e2b-local listening");
+    let app = router(
+        runtime.clone(),
+        E2bServerConfig {
+            api_key: config.api_key,
+            domain,
+            faults,
+        },
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -3,24 +3,30 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use domain::ports::{PauseOutcome, ProviderState, SandboxError, SandboxSpec};
+use domain::ports::{PauseOutcome, ProviderState, SandboxError, SandboxRuntime, SandboxSpec};
 use domain::{JobId, ProjectId, SandboxId, UserId};
 use serde::Deserialize;
 
-use super::wire::{self, ApiError, NewSandbox, Sandbox, SandboxDetail, SandboxMeta, TimeoutBody};
+use super::registry::{AccessToken, SandboxMeta};
+use super::wire::{
+    self, ApiError, NewSandbox, Sandbox, SandboxDetail, TimeoutBody, V1_DEFAULT_TIMEOUT,
+    V2_DEFAULT_TIMEOUT,
+};
 use super::ServerState;
 
 /// The largest page `GET /v2/sandboxes` returns (the spec's maximum).
 const MAX_PAGE: usize = 100;
+/// The user a sandbox without Slipway's metadata is recorded for in the local runtime.
+const ANONYMOUS_USER: &str = "e2b-local";
 
 fn sandbox_id(raw: &str) -> Result<SandboxId, ApiError> {
-    SandboxId::try_from(raw)
-        .map_err(|_| ApiError(SandboxError::NotFound(format!("sandbox {raw} not found"))))
+    SandboxId::try_from(raw).map_err(|_| ApiError(wire::not_found(raw)))
 }
 
 /// A visible sandbox id: parsed, and not hidden by the fault configuration.
@@ -29,28 +35,49 @@ fn visible(state: &ServerState, raw: &str) -> Result<SandboxId, ApiError> {
     sandbox_id(raw)
 }
 
-fn required<'a>(metadata: &'a BTreeMap<String, String>, key: &str) -> Result<&'a str, ApiError> {
-    metadata
-        .get(key)
-        .map(String::as_str)
-        .ok_or_else(|| ApiError(SandboxError::Invalid(format!("metadata.{key} is required"))))
+/// The runtime's error, with E2B's wording for a sandbox it does not have.
+fn provider(raw: &str) -> impl Fn(SandboxError) -> ApiError + '_ {
+    move |e| match e {
+        SandboxError::NotFound(_) => ApiError(wire::not_found(raw)),
+        other => ApiError(other),
+    }
 }
 
-/// `NewSandbox` to the runtime's spec: the local server needs the job, user and project in the metadata.
-fn spec_of(body: &NewSandbox) -> Result<SandboxSpec, ApiError> {
-    let invalid = |field: &str| {
+/// A JSON body parsed by hand, so that an empty one is `None` and a bad one a 400 in E2B's shape.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<Option<T>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body).map(Some).map_err(|e| {
         ApiError(SandboxError::Invalid(format!(
-            "metadata.{field} is invalid"
+            "Error when parsing request: {e}"
         )))
+    })
+}
+
+/// The runtime's spec for `body`: the local runtime files every sandbox under a job, a user and a
+/// project, taken from Slipway's metadata when it is there and made up otherwise (any SDK user's).
+fn spec_of(
+    metadata: &BTreeMap<String, String>,
+    timeout: u32,
+    auto_pause: bool,
+) -> Result<SandboxSpec, ApiError> {
+    let get = |k: &str| metadata.get(k).map(String::as_str);
+    let user_id = match get("user_id").and_then(|v| UserId::try_from(v).ok()) {
+        Some(user) => user,
+        None => UserId::try_from(ANONYMOUS_USER)
+            .map_err(|e| ApiError(SandboxError::Provider(e.to_string())))?,
     };
     Ok(SandboxSpec {
-        job_id: JobId::parse(required(&body.metadata, "job_id")?).map_err(|_| invalid("job_id"))?,
-        user_id: UserId::try_from(required(&body.metadata, "user_id")?)
-            .map_err(|_| invalid("user_id"))?,
-        project_id: ProjectId::parse(required(&body.metadata, "project_id")?)
-            .map_err(|_| invalid("project_id"))?,
-        timeout: Duration::from_secs(body.timeout.into()),
-        auto_pause: body.auto_pause,
+        job_id: get("job_id")
+            .and_then(|v| JobId::parse(v).ok())
+            .unwrap_or_default(),
+        user_id,
+        project_id: get("project_id")
+            .and_then(|v| ProjectId::parse(v).ok())
+            .unwrap_or_default(),
+        timeout: Duration::from_secs(timeout.into()),
+        auto_pause,
     })
 }
 
@@ -58,48 +85,73 @@ fn secs(timeout: u32) -> chrono::Duration {
     chrono::Duration::seconds(timeout.into())
 }
 
-/// `POST /sandboxes` → 201 `Sandbox`.
-#[tracing::instrument(skip_all, fields(sandbox_id = tracing::field::Empty))]
-pub async fn create(
-    State(state): State<ServerState>,
-    Json(body): Json<NewSandbox>,
+/// Creates a sandbox; `secure` decides whether it gets an envd access token.
+async fn create(
+    state: &ServerState,
+    body: NewSandbox,
+    timeout: u32,
+    secure: bool,
 ) -> Result<Response, ApiError> {
-    let spec = spec_of(&body)?;
-    let id = state.runtime.create(&spec).await?;
+    let metadata = body.metadata.unwrap_or_default();
+    let auto_pause = body.auto_pause.unwrap_or(false);
+    let id = state
+        .runtime
+        .create(&spec_of(&metadata, timeout, auto_pause)?)
+        .await?;
     tracing::Span::current().record("sandbox_id", id.as_str());
     let now = Utc::now();
     let meta = SandboxMeta {
         template_id: body.template_id,
-        metadata: body.metadata,
+        metadata,
         started_at: now,
-        end_at: now + secs(body.timeout),
-        envd_access_token: Some(uuid::Uuid::new_v4().simple().to_string()),
+        end_at: now + secs(timeout),
+        auto_pause,
+        token: secure.then(AccessToken::fresh),
     };
-    let answer = Sandbox::new(id.as_str(), &meta);
-    if let Ok(mut registry) = state.registry.lock() {
-        registry.insert(id.as_str().to_owned(), meta);
-    }
+    state.registry.insert(id.as_str(), meta.clone());
+    let answer = Sandbox::new(id.as_str(), &meta, &state.domain);
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
-fn meta_or_adopted(state: &ServerState, id: &str) -> SandboxMeta {
-    state.meta(id).unwrap_or_else(|| SandboxMeta::adopted(None))
+/// `POST /sandboxes` → 201 `Sandbox`; secure only when asked (`secure: true`), as the spec says.
+#[tracing::instrument(skip_all, fields(sandbox_id = tracing::field::Empty))]
+pub async fn create_v1(
+    State(state): State<ServerState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: NewSandbox = parse_body(&body)?
+        .ok_or_else(|| ApiError(SandboxError::Invalid("a request body is required".into())))?;
+    let timeout = body.timeout.unwrap_or(V1_DEFAULT_TIMEOUT);
+    let secure = body.secure == Some(true);
+    create(&state, body, timeout, secure).await
 }
 
-/// `GET /sandboxes/{id}` → `SandboxDetail`.
+/// `POST /v2/sandboxes` → 201 `Sandbox`; always secure.
+#[tracing::instrument(skip_all, fields(sandbox_id = tracing::field::Empty))]
+pub async fn create_v2(
+    State(state): State<ServerState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: NewSandbox = parse_body(&body)?
+        .ok_or_else(|| ApiError(SandboxError::Invalid("a request body is required".into())))?;
+    let timeout = body.timeout.unwrap_or(V2_DEFAULT_TIMEOUT);
+    create(&state, body, timeout, true).await
+}
+
+/// `GET /sandboxes/{id}` → `SandboxDetail`, with the token, domain and lifecycle.
 #[tracing::instrument(skip_all, fields(sandbox_id = %raw))]
 pub async fn detail(
     State(state): State<ServerState>,
     Path(raw): Path<String>,
 ) -> Result<Json<SandboxDetail>, ApiError> {
     let id = visible(&state, &raw)?;
-    let provider_state = state.runtime.state(&id).await?;
-    let meta = meta_or_adopted(&state, id.as_str());
-    Ok(Json(SandboxDetail::new(
+    let provider_state = state.runtime.state(&id).await.map_err(provider(&raw))?;
+    let meta = state.registry.get_or_adopt(id.as_str(), None);
+    Ok(Json(SandboxDetail::detail(
         id.as_str(),
         &meta,
         provider_state,
-        true,
+        &state.domain,
     )))
 }
 
@@ -111,6 +163,8 @@ pub struct ListQuery {
     state: Option<String>,
     next_token: Option<String>,
     limit: Option<usize>,
+    order: Option<String>,
+    template: Option<String>,
 }
 
 /// `metadata=k1=v1&k2=v2`, each key and value URL-encoded inside the (itself encoded) parameter.
@@ -172,7 +226,8 @@ fn state_filter(raw: Option<&str>) -> Result<Vec<ProviderState>, ApiError> {
         .collect()
 }
 
-/// `GET /v2/sandboxes` → `[ListedSandbox]`, newest first, `X-Next-Token` while more remain.
+/// `GET /v2/sandboxes` → `[ListedSandbox]`, newest first unless `order=asc`, `X-Next-Token` while more
+/// remain.
 #[tracing::instrument(skip_all)]
 pub async fn list(
     State(state): State<ServerState>,
@@ -180,6 +235,15 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let wanted_meta = metadata_filter(query.metadata.as_deref())?;
     let wanted_states = state_filter(query.state.as_deref())?;
+    let ascending = match query.order.as_deref() {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(other) => {
+            return Err(ApiError(SandboxError::Invalid(format!(
+                "unknown order {other:?}"
+            ))))
+        }
+    };
     let limit = query.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
     let offset = match query.next_token.as_deref() {
         None | Some("") => 0,
@@ -197,20 +261,24 @@ pub async fn list(
         .map(|s| {
             let id = s.sandbox_id.as_str();
             let meta = state
-                .meta(id)
-                .unwrap_or_else(|| SandboxMeta::adopted(s.job_id.map(|j| j.to_string())));
-            SandboxDetail::new(id, &meta, s.state, false)
+                .registry
+                .get_or_adopt(id, s.job_id.map(|j| j.to_string()));
+            SandboxDetail::listed(id, &meta, s.state)
         })
         .filter(|d| {
             wanted_meta
                 .iter()
                 .all(|(k, v)| d.metadata.get(k) == Some(v))
         })
+        .filter(|d| query.template.as_ref().is_none_or(|t| &d.template_id == t))
         .collect();
     matching.sort_by(|a, b| {
-        b.started_at
-            .cmp(&a.started_at)
-            .then_with(|| a.sandbox_id.cmp(&b.sandbox_id))
+        let by_start = if ascending {
+            a.started.cmp(&b.started)
+        } else {
+            b.started.cmp(&a.started)
+        };
+        by_start.then_with(|| a.sandbox_id.cmp(&b.sandbox_id))
     });
     let total = matching.len();
     let page: Vec<SandboxDetail> = matching.into_iter().skip(offset).take(limit).collect();
@@ -235,59 +303,104 @@ pub async fn pause(
         tracing::warn!("failing this pause (injected)");
         return Ok(wire::error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "failed to pause sandbox (injected fault)",
+            "Error pausing sandbox (injected fault)",
         ));
     }
-    if state.runtime.state(&id).await? == ProviderState::Paused {
-        return Ok(wire::error_response(
+    let already = || {
+        wire::error_response(
             StatusCode::CONFLICT,
-            &format!("sandbox {raw} is already paused"),
-        ));
-    }
-    match state.runtime.pause(&id).await? {
-        PauseOutcome::Paused => Ok(StatusCode::NO_CONTENT.into_response()),
-        PauseOutcome::AlreadyPaused => Ok(wire::error_response(
-            StatusCode::CONFLICT,
-            &format!("sandbox {raw} is already paused"),
-        )),
+            &format!("Error pausing sandbox - sandbox '{raw}' is already paused"),
+        )
+    };
+    match state.runtime.pause(&id).await.map_err(provider(&raw))? {
+        PauseOutcome::Paused => {
+            // A paused sandbox reports its pause time as its end, as E2B does.
+            state
+                .registry
+                .update(id.as_str(), |meta| meta.end_at = Utc::now());
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        PauseOutcome::AlreadyPaused => Ok(already()),
     }
 }
 
-/// `POST /sandboxes/{id}/connect` → 200 when it was running, 201 when it was resumed.
-#[tracing::instrument(skip_all, fields(sandbox_id = %raw))]
-pub async fn connect(
-    State(state): State<ServerState>,
-    Path(raw): Path<String>,
-    Json(body): Json<TimeoutBody>,
-) -> Result<Response, ApiError> {
-    let id = visible(&state, &raw)?;
-    let before = state.runtime.state(&id).await?;
+/// Connects: resumes a paused sandbox (201) or answers a running one (200). The timeout only ever grows:
+/// the sandbox runs for at least `timeout` from now, longer if it already had longer.
+async fn connect(state: &ServerState, raw: &str, timeout: u32) -> Result<Response, ApiError> {
+    let id = visible(state, raw)?;
+    let before = state.runtime.state(&id).await.map_err(provider(raw))?;
+    let now = Utc::now();
+    let current = state.registry.get_or_adopt(id.as_str(), None).end_at;
+    let requested = now + secs(timeout);
+    let end_at = match before {
+        ProviderState::Running if current > requested => current,
+        _ => requested,
+    };
+    let keep = (end_at - now).to_std().unwrap_or_default();
     state
         .runtime
-        .connect(&id, Duration::from_secs(body.timeout.into()))
-        .await?;
-    state.update_meta(id.as_str(), |m| m.end_at = Utc::now() + secs(body.timeout));
-    let meta = meta_or_adopted(&state, id.as_str());
+        .connect(&id, keep)
+        .await
+        .map_err(provider(raw))?;
+    let meta = state
+        .registry
+        .update(id.as_str(), |meta| meta.end_at = end_at);
     let status = match before {
         ProviderState::Paused => StatusCode::CREATED,
         ProviderState::Running => StatusCode::OK,
     };
-    Ok((status, Json(Sandbox::new(id.as_str(), &meta))).into_response())
+    Ok((
+        status,
+        Json(Sandbox::new(id.as_str(), &meta, &state.domain)),
+    )
+        .into_response())
 }
 
-/// `POST /sandboxes/{id}/timeout` → 204.
+/// `POST /sandboxes/{id}/connect` (`ConnectSandbox`, timeout required).
+#[tracing::instrument(skip_all, fields(sandbox_id = %raw))]
+pub async fn connect_v1(
+    State(state): State<ServerState>,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let timeout = parse_body::<TimeoutBody>(&body)?
+        .and_then(|b| b.timeout)
+        .ok_or_else(|| ApiError(SandboxError::Invalid("timeout is required".into())))?;
+    connect(&state, &raw, timeout).await
+}
+
+/// `POST /v2/sandboxes/{id}/connect` (`ConnectSandboxV2`, timeout optional).
+#[tracing::instrument(skip_all, fields(sandbox_id = %raw))]
+pub async fn connect_v2(
+    State(state): State<ServerState>,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let timeout = parse_body::<TimeoutBody>(&body)?
+        .and_then(|b| b.timeout)
+        .unwrap_or(V2_DEFAULT_TIMEOUT);
+    connect(&state, &raw, timeout).await
+}
+
+/// `POST /sandboxes/{id}/timeout` → 204: the end becomes `timeout` from now, shorter or longer.
 #[tracing::instrument(skip_all, fields(sandbox_id = %raw))]
 pub async fn set_timeout(
     State(state): State<ServerState>,
     Path(raw): Path<String>,
-    Json(body): Json<TimeoutBody>,
+    body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let id = visible(&state, &raw)?;
+    let timeout = parse_body::<TimeoutBody>(&body)?
+        .and_then(|b| b.timeout)
+        .ok_or_else(|| ApiError(SandboxError::Invalid("timeout is required".into())))?;
     state
         .runtime
-        .set_timeout(&id, Duration::from_secs(body.timeout.into()))
-        .await?;
-    state.update_meta(id.as_str(), |m| m.end_at = Utc::now() + secs(body.timeout));
+        .set_timeout(&id, Duration::from_secs(timeout.into()))
+        .await
+        .map_err(provider(&raw))?;
+    state
+        .registry
+        .update(id.as_str(), |m| m.end_at = Utc::now() + secs(timeout));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -300,11 +413,10 @@ pub async fn kill(
     let id = visible(&state, &raw)?;
     let result = state.runtime.kill(&id).await;
     if matches!(result, Ok(()) | Err(SandboxError::NotFound(_))) {
-        if let Ok(mut registry) = state.registry.lock() {
-            registry.remove(id.as_str());
-        }
+        state.registry.remove(id.as_str());
+        state.processes.forget_sandbox(id.as_str());
     }
-    result?;
+    result.map_err(provider(&raw))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -330,5 +442,14 @@ mod tests {
             vec![ProviderState::Paused]
         );
         assert!(state_filter(Some("gone")).is_err());
+    }
+
+    #[test]
+    fn any_metadata_makes_a_runtime_spec() {
+        let spec = spec_of(&BTreeMap::new(), 15, false).ok().unwrap();
+        assert_eq!(spec.user_id.as_ref(), ANONYMOUS_USER);
+        let job = JobId::new();
+        let ours = BTreeMap::from([("job_id".to_owned(), job.to_string())]);
+        assert_eq!(spec_of(&ours, 15, true).ok().unwrap().job_id, job);
     }
 }

@@ -1,17 +1,19 @@
-//! `/preview/{sandboxID}/{port}/…` (a local-only extension): a reverse proxy to a sandbox port's preview, as
-//! E2B's `{port}-{sandboxID}.{domain}` hosts are. A paused or missing sandbox answers 502.
+//! A sandbox port other than envd's: a reverse proxy to what listens there, as E2B's
+//! `{port}-{sandboxID}.{domain}` hosts are. Nothing listening is the proxy's 502 `port is not open`.
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderName, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
-use domain::ports::{ProviderState, SandboxError};
+use axum::extract::Request;
+use axum::http::{header, HeaderName};
+use axum::response::{IntoResponse, Response};
+use domain::ports::SandboxRuntime;
 use domain::SandboxId;
 
-use super::wire;
+use super::routing;
+use super::wire::ApiError;
 use super::ServerState;
 
-/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the ones we recompute.
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the ones we recompute, and the
+/// routing headers that were for this proxy.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -22,76 +24,35 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
     "host",
     "content-length",
+    "e2b-sandbox-id",
+    "e2b-sandbox-port",
 ];
 
 fn hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str())
 }
 
-fn bad_gateway(message: &str) -> Response {
-    wire::error_response(StatusCode::BAD_GATEWAY, message)
-}
-
-/// `/preview/{id}/{port}` → the same with a trailing slash, so relative URLs resolve under the prefix.
-pub async fn redirect_to_slash(Path((id, port)): Path<(String, u16)>) -> Redirect {
-    Redirect::permanent(&format!("/preview/{id}/{port}/"))
-}
-
-pub async fn proxy_root(
-    State(state): State<ServerState>,
-    Path((id, port)): Path<(String, u16)>,
-    req: Request,
-) -> Response {
-    forward(state, id, port, String::new(), req).await
-}
-
-pub async fn proxy(
-    State(state): State<ServerState>,
-    Path((id, port, rest)): Path<(String, u16, String)>,
-    req: Request,
-) -> Response {
-    forward(state, id, port, rest, req).await
-}
-
-/// Where the runtime serves this sandbox port, if the sandbox is running.
-async fn upstream(state: &ServerState, raw: &str, port: u16) -> Result<String, Response> {
-    let gone = || bad_gateway(&format!("The sandbox {raw} was not found"));
-    if state.check_visible(raw).is_err() {
-        return Err(gone());
-    }
-    let id = SandboxId::try_from(raw).map_err(|_| gone())?;
-    match state.runtime.state(&id).await {
-        Ok(ProviderState::Running) => {}
-        Ok(ProviderState::Paused) => {
-            return Err(bad_gateway(&format!("The sandbox {raw} is paused")))
-        }
-        Err(SandboxError::NotFound(_)) => return Err(gone()),
-        Err(e) => return Err(wire::ApiError(e).into_response()),
-    }
-    state
-        .runtime
-        .preview_url(&id, port)
-        .await
-        .map_err(|e| wire::ApiError(e).into_response())
-}
-
-#[tracing::instrument(skip_all, fields(sandbox_id = %raw, port))]
-async fn forward(
-    state: ServerState,
-    raw: String,
+/// Forwards `req` to `port` of the running sandbox `id`; `host` is the one the client used, kept in
+/// redirects to the app's own address.
+#[tracing::instrument(skip_all, fields(sandbox_id = %id, port))]
+pub async fn forward(
+    state: &ServerState,
+    id: &SandboxId,
     port: u16,
-    rest: String,
+    host: &str,
     req: Request,
 ) -> Response {
-    let base = match upstream(&state, &raw, port).await {
+    let base = match state.runtime.preview_url(id, port).await {
         Ok(base) => base,
-        Err(answer) => return answer,
+        Err(e) => return ApiError(e).into_response(),
     };
-    let mut url = format!("{}/{rest}", base.trim_end_matches('/'));
-    if let Some(query) = req.uri().query() {
-        url.push('?');
-        url.push_str(query);
-    }
+    let base = base.trim_end_matches('/').to_owned();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let url = format!("{base}{path_and_query}");
     let (parts, body) = req.into_parts();
     let mut outgoing = state.proxy.request(parts.method, &url);
     for (name, value) in &parts.headers {
@@ -103,27 +64,20 @@ async fn forward(
     let answer = match outgoing.body(body).send().await {
         Ok(answer) => answer,
         Err(e) => {
-            tracing::debug!(error = %e, "preview upstream did not answer");
-            return bad_gateway(&format!(
-                "The sandbox {raw} is running but port {port} is not open"
-            ));
+            tracing::debug!(error = %e, "nothing answered on the sandbox port");
+            return routing::port_not_open(id.as_str(), port);
         }
     };
-    let prefix = format!("/preview/{raw}/{port}/");
     let mut response = Response::builder().status(answer.status());
     for (name, value) in answer.headers() {
         if hop_by_hop(name) {
             continue;
         }
-        // Keep redirects to the sandbox's own address behind the proxy.
+        // A redirect to the app's own address stays behind the proxy.
         if name == header::LOCATION {
-            if let Some(path) = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix(base.trim_end_matches('/')))
-            {
-                let local = format!("{}{}", prefix.trim_end_matches('/'), path);
-                response = response.header(name, local);
+            if let Some(path) = value.to_str().ok().and_then(|v| v.strip_prefix(&base)) {
+                let scheme = if host.is_empty() { "" } else { "http://" };
+                response = response.header(name, format!("{scheme}{host}{path}"));
                 continue;
             }
         }
@@ -131,5 +85,5 @@ async fn forward(
     }
     response
         .body(Body::from_stream(answer.bytes_stream()))
-        .unwrap_or_else(|_| bad_gateway("cannot relay the preview's answer"))
+        .unwrap_or_else(|_| routing::port_not_open(id.as_str(), port))
 }

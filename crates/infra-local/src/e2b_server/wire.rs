@@ -1,4 +1,5 @@
-//! The platform API's payloads (`openapi.yml` schemas), the server's per-sandbox record, and error answers.
+//! The platform API's payloads (`openapi.yml` schemas, and the v2 create and connect bodies the current
+//! SDKs send) and its error answers.
 
 use std::collections::BTreeMap;
 
@@ -9,62 +10,37 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use domain::ports::{ProviderState, SandboxError};
 use serde::{Deserialize, Serialize};
 
-/// The envd version this server claims to run.
+use super::registry::SandboxMeta;
+
+/// The envd version this server claims to run: one that knows the default user and stdin flags, and
+/// uploads by multipart (octet-stream uploads came with 0.5.7).
 pub const ENVD_VERSION: &str = "0.5.0";
-/// The template reported for sandboxes created before a restart of the server.
-const UNKNOWN_TEMPLATE: &str = "local";
+/// `NewSandbox.timeout`'s default in the spec.
+pub const V1_DEFAULT_TIMEOUT: u32 = 15;
+/// The v2 create and connect default (the SDKs' default sandbox timeout).
+pub const V2_DEFAULT_TIMEOUT: u32 = 300;
 
-/// What the platform API knows about a sandbox beyond the runtime's view.
-#[derive(Debug, Clone)]
-pub struct SandboxMeta {
-    pub template_id: String,
-    pub metadata: BTreeMap<String, String>,
-    pub started_at: DateTime<Utc>,
-    pub end_at: DateTime<Utc>,
-    /// `None` for sandboxes this process did not create (after a restart): any token is accepted.
-    pub envd_access_token: Option<String>,
-}
-
-impl SandboxMeta {
-    /// A record for a sandbox the runtime has but this server did not create.
-    pub fn adopted(job_id: Option<String>) -> Self {
-        let mut metadata = BTreeMap::from([("slipway".to_owned(), "1".to_owned())]);
-        if let Some(job_id) = job_id {
-            metadata.insert("job_id".to_owned(), job_id);
-        }
-        let now = Utc::now();
-        Self {
-            template_id: UNKNOWN_TEMPLATE.to_owned(),
-            metadata,
-            started_at: now,
-            end_at: now,
-            envd_access_token: None,
-        }
-    }
-}
-
-/// `NewSandbox`.
+/// `NewSandbox` (v1) and `NewSandboxV2`: the fields this server uses. A v2 sandbox is always secure.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NewSandbox {
     #[serde(rename = "templateID")]
     pub template_id: String,
-    #[serde(default = "default_timeout")]
-    pub timeout: u32,
     #[serde(default)]
-    pub auto_pause: bool,
+    pub timeout: Option<u32>,
     #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
+    pub auto_pause: Option<bool>,
+    #[serde(default)]
+    pub secure: Option<bool>,
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
 }
 
-fn default_timeout() -> u32 {
-    15
-}
-
-/// `ConnectSandbox` and `SandboxTimeoutRequest`.
+/// `ConnectSandbox` (v1, timeout required), `ConnectSandboxV2` (optional) and `SandboxTimeoutRequest`.
 #[derive(Debug, Deserialize)]
 pub struct TimeoutBody {
-    pub timeout: u32,
+    #[serde(default)]
+    pub timeout: Option<u32>,
 }
 
 /// `Sandbox`: the answer to create and connect.
@@ -80,21 +56,33 @@ pub struct Sandbox {
     pub envd_version: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub envd_access_token: Option<String>,
+    pub traffic_access_token: Option<String>,
+    pub domain: Option<String>,
 }
 
 impl Sandbox {
-    pub fn new(id: &str, meta: &SandboxMeta) -> Self {
+    pub fn new(id: &str, meta: &SandboxMeta, domain: &str) -> Self {
         Self {
             template_id: meta.template_id.clone(),
             sandbox_id: id.to_owned(),
             client_id: "local",
             envd_version: ENVD_VERSION,
-            envd_access_token: meta.envd_access_token.clone(),
+            envd_access_token: meta.token.as_ref().map(|t| t.expose().to_owned()),
+            traffic_access_token: None,
+            domain: Some(domain.to_owned()),
         }
     }
 }
 
-/// `SandboxDetail` (and, without the token, `ListedSandbox`).
+/// `SandboxLifecycle`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lifecycle {
+    pub auto_resume: bool,
+    pub on_timeout: &'static str,
+}
+
+/// `SandboxDetail` (with the token, domain and lifecycle) and `ListedSandbox` (without them).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxDetail {
@@ -116,10 +104,17 @@ pub struct SandboxDetail {
     pub metadata: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub envd_access_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
+    /// For sorting and filtering only.
+    #[serde(skip)]
+    pub started: DateTime<Utc>,
 }
 
 impl SandboxDetail {
-    pub fn new(id: &str, meta: &SandboxMeta, state: ProviderState, with_token: bool) -> Self {
+    fn base(id: &str, meta: &SandboxMeta, state: ProviderState) -> Self {
         Self {
             template_id: meta.template_id.clone(),
             sandbox_id: id.to_owned(),
@@ -132,12 +127,29 @@ impl SandboxDetail {
             state: state_label(state),
             envd_version: ENVD_VERSION,
             metadata: meta.metadata.clone(),
-            envd_access_token: if with_token {
-                meta.envd_access_token.clone()
-            } else {
-                None
-            },
+            envd_access_token: None,
+            domain: None,
+            lifecycle: None,
+            started: meta.started_at,
         }
+    }
+
+    /// `GET /sandboxes/{id}`: everything, the token included.
+    pub fn detail(id: &str, meta: &SandboxMeta, state: ProviderState, domain: &str) -> Self {
+        Self {
+            envd_access_token: meta.token.as_ref().map(|t| t.expose().to_owned()),
+            domain: Some(domain.to_owned()),
+            lifecycle: Some(Lifecycle {
+                auto_resume: false,
+                on_timeout: if meta.auto_pause { "pause" } else { "kill" },
+            }),
+            ..Self::base(id, meta, state)
+        }
+    }
+
+    /// One entry of `GET /v2/sandboxes`.
+    pub fn listed(id: &str, meta: &SandboxMeta, state: ProviderState) -> Self {
+        Self::base(id, meta, state)
     }
 }
 
@@ -165,6 +177,13 @@ pub fn error_response(status: StatusCode, message: &str) -> Response {
         }),
     )
         .into_response()
+}
+
+/// The platform's 404, worded as E2B's (`utils.SandboxNotFoundMsg`).
+pub fn not_found(id: &str) -> SandboxError {
+    SandboxError::NotFound(format!(
+        "Sandbox {id:?} doesn't exist or you don't have access to it"
+    ))
 }
 
 /// The status a runtime error is answered with (the inverse of the client's mapping).
@@ -195,6 +214,15 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self.0, "e2b server request failed");
         }
-        error_response(status, &self.0.to_string())
+        let message = match &self.0 {
+            SandboxError::NotFound(m)
+            | SandboxError::Conflict(m)
+            | SandboxError::Unauthorized(m)
+            | SandboxError::Invalid(m)
+            | SandboxError::TimedOut(m)
+            | SandboxError::Unavailable(m)
+            | SandboxError::Provider(m) => m.as_str(),
+        };
+        error_response(status, message)
     }
 }

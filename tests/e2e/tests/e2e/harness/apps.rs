@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use domain::usecases::reconcile::{ReconcileDeps, Reconciler};
-use infra_local::e2b_server::{self, FaultConfig};
+use infra_local::e2b_server::{self, E2bServerConfig, FaultConfig};
 use infra_local::LocalRuntime;
 
 use super::{Generator, Mode, Options, E2B_API_KEY, SECRET};
@@ -23,11 +23,19 @@ pub(super) async fn serve_e2b(
     faults: FaultConfig,
     stop: CancellationToken,
 ) -> String {
-    let app = e2b_server::router(Arc::new(local.clone()), E2B_API_KEY, faults);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind e2b server");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let addr = listener.local_addr().expect("addr");
+    let url = format!("http://{addr}");
+    let app = e2b_server::router(
+        local.clone(),
+        E2bServerConfig {
+            api_key: E2B_API_KEY.into(),
+            domain: e2b_server::local_domain(addr),
+            faults,
+        },
+    );
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })

@@ -186,10 +186,12 @@ pub async fn spawn_app(mode: Mode, options: Options) -> TestApp {
                 format!("--e2b-api-key={E2B_API_KEY}"),
                 format!("--e2b-api-url={url}"),
                 format!("--e2b-sandbox-url={url}"),
+                "--e2b-sandbox-scheme=http".to_owned(),
             ]);
             let mut config = infra_e2b::E2bConfig::new(infra_e2b::ApiKey::new(E2B_API_KEY), "base");
             config.api_url.clone_from(&url);
             config.sandbox_url = Some(url);
+            config.scheme = infra_e2b::Scheme::Http;
             Arc::new(infra_e2b::E2bRuntime::new(config).expect("e2b client"))
         }
     };
@@ -330,10 +332,12 @@ where
     }
 }
 
-/// GETs a preview: `Ok(body)` for a 2xx answer, `Err(reason)` for no answer in time or a 5xx.
+/// GETs a preview as a browser would (`*.localhost` hosts resolve to this machine): `Ok(body)` for a 2xx
+/// answer, `Err(reason)` for no answer in time or a 5xx.
 pub async fn fetch_preview(url: &str) -> Result<String, String> {
     let client = reqwest::Client::builder()
         .timeout(PREVIEW_TIMEOUT)
+        .dns_resolver(Arc::new(infra_e2b::LocalhostResolver))
         .build()
         .expect("client");
     match client.get(url).send().await {
