@@ -23,6 +23,8 @@ mod leases;
 mod pauses;
 #[path = "reliability/postgres.rs"]
 mod postgres;
+#[path = "reliability/provider_errors.rs"]
+mod provider_errors;
 #[path = "reliability/redis_loss.rs"]
 mod redis_loss;
 #[path = "reliability/resume.rs"]
