@@ -7,6 +7,7 @@
 //! (`REDIS_URL`, default `redis://127.0.0.1:6379`) and `node`/`npm` on the `PATH`.
 
 mod cancel;
+mod dev_server;
 mod failed_build;
 mod happy_path;
 mod harness;
@@ -34,6 +35,8 @@ macro_rules! in_both_runtimes {
 in_both_runtimes!(happy_path::preview_serves_the_goal => happy_path_preview_local, happy_path_preview_e2b);
 in_both_runtimes!(happy_path::paused_after_ready => happy_path_paused_local, happy_path_paused_e2b);
 in_both_runtimes!(failed_build::bad_files_fail_and_kill_the_sandbox => failed_build_local, failed_build_e2b);
+in_both_runtimes!(dev_server::a_dev_server_that_exits_fails_the_build_with_its_error => dev_server_exits_local, dev_server_exits_e2b);
+in_both_runtimes!(dev_server::a_port_nothing_listens_on_fails_the_build => dev_server_never_listens_local, dev_server_never_listens_e2b);
 in_both_runtimes!(cancel::cancel_during_build_leaves_no_sandbox => cancel_during_build_local, cancel_during_build_e2b);
 in_both_runtimes!(resume::resume_then_snapshot => resume_snapshot_local, resume_snapshot_e2b);
 in_both_runtimes!(resume::resume_of_an_expired_sandbox => resume_expired_local, resume_expired_e2b);

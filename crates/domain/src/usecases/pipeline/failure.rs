@@ -11,6 +11,9 @@ use crate::{DebugId, JobGoalError};
 
 /// How much of npm's stderr the founder sees.
 pub const STDERR_TAIL_CHARS: usize = 500;
+/// How much of a failed dev server's last lines the founder sees (npm's own failure lines follow the
+/// app's, so there is more to keep).
+pub const DEV_SERVER_TAIL_CHARS: usize = 1500;
 
 /// The step of the build a sandbox error happened in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +119,7 @@ fn with_output(message: String, output: &str) -> String {
     } else {
         format!(
             "{message} Its output ended with: {}",
-            tail(output, STDERR_TAIL_CHARS)
+            tail(output, DEV_SERVER_TAIL_CHARS)
         )
     }
 }

@@ -119,7 +119,10 @@ pub(super) fn worker_args(common: &[String], options: &Options, root: &Path) -> 
         "--worker-concurrency=2".to_owned(),
         "--poll-interval-ms=50".to_owned(),
         "--shutdown-grace-secs=0".to_owned(),
-        "--readiness-timeout-secs=60".to_owned(),
+        format!(
+            "--readiness-timeout-secs={}",
+            options.readiness_timeout_secs
+        ),
         format!("--reconcile-interval-secs={}", options.reconcile_every_secs),
         format!("--idle-pause-secs={}", options.idle_pause_secs),
     ]);

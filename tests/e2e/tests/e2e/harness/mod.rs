@@ -76,6 +76,8 @@ pub struct Options {
     pub faults: FaultConfig,
     /// The reconciler's grace, backoffs and orphan age in seconds rather than minutes.
     pub fast_reconcile: bool,
+    /// `READINESS_TIMEOUT_SECS`: how long a dev server has to answer.
+    pub readiness_timeout_secs: u64,
 }
 
 impl Default for Options {
@@ -87,6 +89,7 @@ impl Default for Options {
             idle_pause_secs: 600,
             faults: FaultConfig::default(),
             fast_reconcile: false,
+            readiness_timeout_secs: 60,
         }
     }
 }
