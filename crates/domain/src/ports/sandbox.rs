@@ -223,8 +223,8 @@ pub trait SandboxRuntime: Send + Sync {
     async fn create(&self, spec: &SandboxSpec) -> Result<SandboxId, SandboxError>;
 
     /// Connects to a sandbox, resuming it when paused, and makes sure it runs for at least `timeout` from
-    /// now (a longer timeout it already has is kept, as E2B's connect only ever extends it). Its processes
-    /// keep running.
+    /// now. E2B keeps a longer timeout the sandbox already has (connect only ever extends): callers never
+    /// rely on connect to shorten one, `set_timeout` does that. Its processes keep running.
     async fn connect(&self, id: &SandboxId, timeout: Duration) -> Result<(), SandboxError>;
 
     /// Runs a command to completion (or `TimedOut` at its deadline), streaming output to its sink.

@@ -220,6 +220,64 @@ async fn node_modules_present_means_no_reinstall() {
     );
 }
 
+/// A restarted dev server that exits ends the attempt at once (not at the readiness deadline), and the
+/// proxy's answer for the dead server never counts as up.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_dev_server_that_exits_fails_the_resume_at_once() {
+    let j = ready_job(SandboxState::Paused);
+    let (mut m, row) = Mocks::new(&j);
+    m.runtime.expect_connect().returning(|_, _| Ok(()));
+    m.runtime
+        .expect_read_file()
+        .returning(|_, _| Ok(br#"{"scripts":{"dev":"vite"}}"#.to_vec()));
+    m.runtime
+        .expect_workspace_path()
+        .return_const("/home/user/project".to_owned());
+    m.parser.expect_parse().returning(|_| {
+        Ok(PackageFacts {
+            dependencies: vec![],
+            scripts: vec!["dev".into()],
+        })
+    });
+    m.runtime.expect_run_background().returning(|_, _| {
+        let (server, reporter) = BackgroundCommand::watched(42);
+        reporter.exited(crate::ports::CommandExit {
+            exit_code: 127,
+            output_tail: "sh: 1: vite: not found".into(),
+        });
+        Ok(server)
+    });
+    m.runtime
+        .expect_preview_url()
+        .returning(|id, port| Ok(format!("https://{port}-{id}.e2b.app")));
+    m.probe.expect_get().returning(|_| {
+        Ok(ProbeResponse {
+            proxy: Some(crate::ports::ProxyAnswer::PortNotOpen),
+            ..ProbeResponse::from_app(502, "https://preview")
+        })
+    });
+    m.runtime
+        .expect_state()
+        .returning(|_| Ok(ProviderState::Running));
+    m.runtime
+        .expect_pause()
+        .returning(|_| Ok(crate::ports::PauseOutcome::Paused));
+    let started = tokio::time::Instant::now();
+    let err = m.service().resume(&user(), j.id).await.unwrap_err();
+    assert_eq!(err.error_type(), Some("sandbox_unreachable"));
+    let ResumeError::Unreachable { reason } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(reason.contains("exited with code 127"), "{reason}");
+    assert!(reason.contains("vite: not found"), "{reason}");
+    // Two attempts and the backoff, far below the readiness deadline each would otherwise wait out.
+    assert!(started.elapsed() < ResumeConfig::default().readiness_deadline);
+    assert_eq!(
+        row.written(),
+        vec![SandboxState::Resuming, SandboxState::Paused]
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_unreachable_sandbox_is_retried_once_then_set_to_the_provider_state() {
     let j = ready_job(SandboxState::Paused);
