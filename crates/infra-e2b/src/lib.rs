@@ -2,9 +2,11 @@
 //! the Connect protocol, files over `/files`) as a [`domain::ports::SandboxRuntime`], plus an HTTP
 //! [`domain::ports::PreviewProbe`].
 //!
-//! Built from the spec copies in `shared/specs/e2b/` (`openapi.yml`, `envd.yaml`, `process.proto`). Every
-//! failure is translated into [`domain::ports::SandboxError`] by status code or Connect error code in
-//! [`error`], never by message text.
+//! Built from the spec copies in `shared/specs/e2b/` (`openapi.yml`, `envd.yaml`, `process.proto`) and held
+//! to the official SDK's behaviour: secure sandboxes whose envd token is sent on every envd call, hosts
+//! built as the SDK builds them, and its retry rules ([`retry`]) on every control-plane call. Every failure
+//! is translated into [`domain::ports::SandboxError`] by status code, Connect error code or the shape of the
+//! sandbox proxy's answers in [`error`], never by message text.
 
 mod access;
 mod config;
