@@ -12,8 +12,8 @@ use domain::{JobStatus, PausePolicy, SandboxState};
 use infra_local::e2b_server::FaultConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{node_missing, stop_workers, Harness, Provider};
-use crate::support::eventually;
+use crate::harness::{stop_workers, Harness, Provider};
+use crate::support::{eventually, require_node};
 
 /// Twenty real builds, each retried through a flaky provider: minutes, not seconds, on a busy machine.
 const BATCH_DEADLINE: Duration = Duration::from_secs(240);
@@ -21,9 +21,7 @@ const BATCH: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_503_on_half_the_calls_a_batch_reaches_ready_and_paused_and_leaks_nothing() {
-    if node_missing() {
-        return;
-    }
+    require_node();
     let h = Harness::new(Provider::E2b).await;
     // Half of all control-plane calls answer 503: half of those before doing anything, half after (a
     // create that made its sandbox, a pause that paused).
@@ -102,9 +100,7 @@ async fn with_503_on_half_the_calls_a_batch_reaches_ready_and_paused_and_leaks_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_twin_of_an_ambiguous_create_is_found_and_killed() {
-    if node_missing() {
-        return;
-    }
+    require_node();
     let h = Harness::new(Provider::E2b).await;
     // The first create makes its sandbox but answers 503; the client's retry makes a second one.
     h.server()
