@@ -1,5 +1,6 @@
 //! Tidy checks that keep ARCHITECTURE.md true: the domain crate stays free of I/O crates, every crate
-//! and binary opens with a `//!` doc comment, and the paths the architecture document names exist.
+//! and binary opens with a `//!` doc comment, and the paths the architecture document names exist. And
+//! the README stays a five-minute read: under its size bound, every relative link leading to a file.
 //!
 //! The workspace is read through `cargo metadata`, so inherited (`workspace = true`) dependencies and
 //! their features are seen as Cargo sees them.
@@ -252,4 +253,46 @@ tokio = { workspace = true, features = ["time", "net"] }
 tokio = { workspace = true, features = ["full"] }
 "#;
     assert_eq!(tokio_io_features(manifest), ["tokio/net"]);
+}
+
+/// The README is the first page a newcomer reads: history and detail belong in `docs/`.
+const README_MAX_BYTES: usize = 15_000;
+
+/// The relative link targets (`](path)` or `](path#anchor)`) in a Markdown text.
+fn relative_links(markdown: &str) -> Vec<String> {
+    markdown
+        .split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split(')').next())
+        .map(|target| target.split('#').next().unwrap_or_default().to_string())
+        .filter(|path| !path.is_empty() && !path.contains("://"))
+        .collect()
+}
+
+#[test]
+fn the_readme_is_short_and_its_links_lead_somewhere() {
+    let root = workspace_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md is readable");
+    assert!(
+        readme.len() < README_MAX_BYTES,
+        "README.md is {} bytes, over {README_MAX_BYTES}: move detail to docs/",
+        readme.len()
+    );
+    let links = relative_links(&readme);
+    assert!(
+        links.iter().any(|link| link == "docs/operations.md"),
+        "{links:?}"
+    );
+    for link in links {
+        assert!(
+            root.join(&link).exists(),
+            "README.md links to {link}, which does not exist"
+        );
+    }
+}
+
+#[test]
+fn relative_links_are_read_from_markdown() {
+    let text = "see [a](docs/a.md#x), [b](https://e.example/), [c](#anchor) and [d](ARCH.md)";
+    assert_eq!(relative_links(text), ["docs/a.md", "ARCH.md"]);
 }

@@ -140,7 +140,9 @@ async fn the_official_sdk_drives_e2b_local_through_its_lifecycle() {
     let url = format!("http://{addr}");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/conformance.py");
     let mut cmd = Command::new(&python);
-    cmd.arg(&script)
+    // -B: no __pycache__ written into the source tree.
+    cmd.arg("-B")
+        .arg(&script)
         .env("E2B_API_KEY", API_KEY)
         .env("E2B_API_URL", &url)
         .env("E2B_SANDBOX_URL", &url)
