@@ -24,6 +24,7 @@ macro_rules! transition_update {
                 sandbox_id = COALESCE($7, sandbox_id), \
                 preview_url = COALESCE($8, preview_url), \
                 workspace_path = COALESCE($9, workspace_path), \
+                counted_on = COALESCE($16, counted_on), \
                 build_version = ",
             $build_version,
             ", \
@@ -122,6 +123,7 @@ async fn update_row(
         // Read by READY_SQL only; one bind list serves both statements.
         .bind(BuildVersion::PREFIX)
         .bind(update.attempt)
+        .bind(update.counted_on)
         .fetch_optional(&mut *conn)
         .await
         .map_err(map_err)
