@@ -12,6 +12,8 @@ use uuid::Uuid;
 use api_server::ServeLimits;
 
 use crate::helpers::{eventually, spawn_app_with, token, AppOptions, TestApp};
+use crate::sse_reader::{SseItem, SseReader};
+use crate::support::make_ready;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -145,6 +147,49 @@ async fn healthz_answers_while_idle_sockets_fill_the_cap() {
         text.contains(r#"slipway_http_connections_closed_total{reason="evicted"}"#),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn an_open_event_stream_is_never_evicted_as_idle() {
+    let cap = 4;
+    let app = app_with(ServeLimits {
+        max_connections: cap,
+        ..ServeLimits::default()
+    })
+    .await;
+    let id = app.start_job("user_watch").await;
+    let resp = app
+        .client
+        .get(app.url(&format!("/api/generation/{id}/events")))
+        .bearer_auth(token("user_watch"))
+        .send()
+        .await
+        .unwrap();
+    let mut sse = SseReader::new(resp);
+    assert!(matches!(sse.next(DEADLINE).await, SseItem::Data(_)));
+    // Idle sockets well past the cap, and fresh requests behind them: the stream is busy, never evicted.
+    let mut idle = Vec::new();
+    for _ in 0..(cap * 3) {
+        idle.push(connect(&app).await);
+    }
+    for _ in 0..3 {
+        let resp = reqwest::Client::new()
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    make_ready(&app, id, "https://3000-sbx.example").await;
+    let mut last = None;
+    loop {
+        match sse.next(DEADLINE).await {
+            SseItem::Data(v) => last = v["status"].as_str().map(str::to_owned),
+            SseItem::Comment(_) => {}
+            SseItem::End => break,
+        }
+    }
+    assert_eq!(last.as_deref(), Some("ready"));
 }
 
 #[tokio::test]
