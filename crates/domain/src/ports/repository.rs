@@ -52,6 +52,9 @@ pub struct TransitionUpdate {
     /// The UTC day the job counts against in the daily quota, from now on: set by a promotion (a scheduled
     /// job counts against the day it is queued).
     pub counted_on: Option<NaiveDate>,
+    /// The job stops counting against the daily quota: a submit refused after its insert (the queue was
+    /// full) costs nothing.
+    pub refund_quota: bool,
 }
 
 /// What [`JobRepository::insert_admitted_job`] did.

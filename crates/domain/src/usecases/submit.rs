@@ -174,11 +174,12 @@ pub async fn submit_job(
     }
 }
 
-/// Fails a job the queue refused, so it does not stay `queued` outside the queue.
+/// Fails a job the queue refused, so it does not stay `queued` outside the queue, and gives its count back.
 async fn fail_unqueued(deps: SubmitDeps<'_>, job: &Job, message: &str) -> Result<(), SubmitError> {
     let update = TransitionUpdate {
         message: Some(message.to_owned()),
         error_message: Some(message.to_owned()),
+        refund_quota: true,
         ..TransitionUpdate::default()
     };
     let outcome = deps

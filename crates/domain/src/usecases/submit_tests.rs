@@ -237,6 +237,7 @@ async fn a_refused_enqueue_fails_the_job_by_compare_and_set() {
             *from == JobStatus::Queued
                 && *to == JobStatus::Failed
                 && upd.message.as_deref() == Some("System busy. Try again in 3 minutes.")
+                && upd.refund_quota
         })
         .returning(|id, _, to, upd| {
             let mut job = job_from(&NewJob {

@@ -157,3 +157,28 @@ async fn a_promoted_job_counts_against_the_day_it_is_promoted(pool: PgPool) {
     );
     assert_eq!((later.status, counted), (JobStatus::Scheduled, 1));
 }
+
+#[sqlx::test(migrator = "infra_pg::MIGRATOR")]
+async fn a_job_failed_with_its_quota_refunded_no_longer_counts(pool: PgPool) {
+    let repo = repo(pool);
+    let alice = user("alice");
+    let p = project(&repo, &alice).await;
+    let new = new_job(p.id, &alice, JobStatus::Queued);
+    let (job, counted) = inserted(repo.insert_admitted_job(&new, quota(5, 5)).await.unwrap());
+    assert_eq!(counted, 1);
+    let failed = applied(
+        repo.transition(
+            job.id,
+            JobStatus::Queued,
+            JobStatus::Failed,
+            TransitionUpdate {
+                refund_quota: true,
+                ..TransitionUpdate::default()
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(repo.jobs_counted_on(&alice, today()).await.unwrap(), 0);
+}
