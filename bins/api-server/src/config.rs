@@ -67,6 +67,20 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
 
+    /// A request's headers must arrive within this many seconds of the server waiting for them (a new
+    /// connection, or a keep-alive one after its last answer); else the connection is closed.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub http_header_timeout_secs: u64,
+
+    /// A request's body must arrive within this many seconds of its headers; else 408.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT_SECS", default_value_t = 10)]
+    pub http_body_timeout_secs: u64,
+
+    /// Most connections open at once (lowered to fit the open-file limit); at the cap the oldest idle
+    /// connection is closed to admit a new one.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub http_max_connections: usize,
+
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
@@ -80,6 +94,18 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// The server's connection limits, the cap fitted under `file_limit` (the open-file limit).
+    pub fn serve_limits(&self, file_limit: Option<u64>) -> crate::ServeLimits {
+        crate::ServeLimits {
+            header_timeout: Duration::from_secs(self.http_header_timeout_secs),
+            body_timeout: Duration::from_secs(self.http_body_timeout_secs),
+            max_connections: crate::serve::file_limit::connection_cap(
+                self.http_max_connections,
+                file_limit,
+            ),
+        }
     }
 }
 

@@ -14,6 +14,8 @@ use uuid::Uuid;
 
 use domain::JobId;
 
+use crate::serve::body_deadline::BodyExpired;
+
 /// Everything a handler can answer besides success.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -122,7 +124,8 @@ impl IntoResponse for ApiError {
 }
 
 /// `axum::Json` whose rejections answer in the `{detail, debug_id}` shape: 422 for a missing field, a wrong
-/// type or an unknown field (the message names it), 400 for malformed JSON, 413 past the body limit.
+/// type or an unknown field (the message names it), 400 for malformed JSON, 413 past the body limit, 408
+/// for a body that missed its deadline (`serve::body_deadline`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
@@ -134,8 +137,13 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let expired = req.extensions().get::<BodyExpired>().cloned();
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(_) if expired.is_some_and(|e| e.is_expired()) => Err(ApiError::BadRequest {
+                status: StatusCode::REQUEST_TIMEOUT,
+                message: "Request body not received in time".into(),
+            }),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }

@@ -10,8 +10,10 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod preview_check;
+pub mod request_id;
 pub mod request_log;
 pub mod routes;
+pub mod serve;
 pub mod sse;
 pub mod state;
 pub mod wiring;
@@ -34,6 +36,7 @@ use tracing::Level;
 
 pub use config::Config;
 pub use error::ApiError;
+pub use serve::ServeLimits;
 pub use state::{AppState, Check, HealthCheck, JobCounts, Shared};
 
 use routes::{generation, health, jobs, lifecycle, projects};
@@ -88,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(
             ServiceBuilder::new()
+                .layer(axum::middleware::from_fn(request_id::keep_if_safe))
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
@@ -137,24 +141,37 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     )
 }
 
-/// Serves the application on `listener` until `shutdown` resolves, then stops accepting, ends the event
-/// streams and lets in-flight requests finish.
+/// Serves the application on `listener` with the default [`ServeLimits`]; see [`run_with`].
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with(listener, state, ServeLimits::default(), shutdown).await
+}
+
+/// Serves the application on `listener` until `shutdown` resolves, then stops accepting, ends the event
+/// streams and lets in-flight requests finish.
+pub async fn run_with(
+    listener: TcpListener,
+    state: AppState,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let token = state.shutdown.clone();
     metrics::register();
     let app = router(state);
-    tracing::info!(addr = %listener.local_addr()?, "api-server listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: draining requests and closing event streams");
-            token.cancel();
-        })
-        .await?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        max_connections = limits.max_connections,
+        header_timeout_ms = u64::try_from(limits.header_timeout.as_millis()).unwrap_or(u64::MAX),
+        "api-server listening"
+    );
+    serve::serve(listener, app, limits, shutdown, move || {
+        tracing::info!("shutting down: draining requests and closing event streams");
+        token.cancel();
+    })
+    .await?;
     Ok(())
 }
 

@@ -20,7 +20,8 @@ async fn main() -> anyhow::Result<()> {
         redis_prefix = %config.redis_prefix,
         "starting api-server"
     );
+    let limits = config.serve_limits(api_server::serve::file_limit::raise_to_hard());
     let state = wiring::build_state(&config).await?;
     let listener = TcpListener::bind(config.api_addr).await?;
-    api_server::run(listener, state, api_server::shutdown_signal()).await
+    api_server::run_with(listener, state, limits, api_server::shutdown_signal()).await
 }

@@ -23,6 +23,11 @@ const READY_UNPAUSED: &str = "slipway_ready_sandboxes_unpaused";
 const READY_UNPAUSED_IDLE: &str = "slipway_ready_unpaused_idle_seconds";
 const QUEUE_OLDEST: &str = "slipway_queue_oldest_seconds";
 const SSE_STREAMS: &str = "slipway_sse_streams";
+const CONNECTIONS_CLOSED: &str = "slipway_http_connections_closed_total";
+
+/// Why the server closed a connection itself (`serve`): an idle one evicted at the cap to admit a new one,
+/// or a new one refused because every open connection had a request in flight.
+const CLOSE_REASONS: [&str; 2] = ["evicted", "refused"];
 
 /// Resume outcomes (`routes::lifecycle`): started at zero so that the first failure of a kind is a change.
 const RESUME_OUTCOMES: [&str; 7] = [
@@ -78,6 +83,13 @@ pub fn register() {
         "How long the job queued longest has waited since it entered the queue"
     );
     describe_gauge!(SSE_STREAMS, "Server-Sent Events streams open, by stream");
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Connections the server closed at its connection cap: idle ones evicted, new ones refused"
+    );
+    for reason in CLOSE_REASONS {
+        metrics::counter!(CONNECTIONS_CLOSED, "reason" => reason).absolute(0);
+    }
     for status in [JobStatus::Queued, JobStatus::Scheduled] {
         metrics::counter!(SUBMITTED, "status" => status.as_str()).absolute(0);
     }
@@ -114,14 +126,35 @@ pub async fn track(req: Request, next: Next) -> Response {
     response
 }
 
-/// The method as a label, without an allocation for the methods the API serves.
+/// The method as a label, from a closed set: the standard methods, and `other` for anything a client
+/// invents (each invented method would otherwise be a new series, kept forever).
 fn method_label(method: &Method) -> metrics::SharedString {
-    match *method {
-        Method::GET => metrics::SharedString::const_str("GET"),
-        Method::POST => metrics::SharedString::const_str("POST"),
-        Method::HEAD => metrics::SharedString::const_str("HEAD"),
-        _ => metrics::SharedString::from_owned(method.as_str().to_owned()),
+    let known = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    };
+    metrics::SharedString::const_str(known)
+}
+
+/// A connection admitted after evicting `evicted` idle ones.
+pub fn connection_admitted(evicted: usize) {
+    if evicted > 0 {
+        metrics::counter!(CONNECTIONS_CLOSED, "reason" => CLOSE_REASONS[0])
+            .increment(u64::try_from(evicted).unwrap_or(u64::MAX));
     }
+}
+
+/// A connection refused at the cap.
+pub fn connection_refused() {
+    metrics::counter!(CONNECTIONS_CLOSED, "reason" => CLOSE_REASONS[1]).increment(1);
 }
 
 pub fn job_submitted(status: JobStatus) {
@@ -192,6 +225,13 @@ mod tests {
     use metrics_exporter_prometheus::PrometheusBuilder;
 
     use super::*;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        let invented = Method::from_bytes(&[b'X'; 300]).unwrap();
+        assert_eq!(method_label(&invented).as_ref(), "other");
+        assert_eq!(method_label(&Method::DELETE).as_ref(), "DELETE");
+    }
 
     #[test]
     fn an_event_stream_is_counted_open_until_dropped() {

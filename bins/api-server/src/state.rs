@@ -7,9 +7,7 @@ use async_trait::async_trait;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use domain::ports::{
-    JobQueue, JobRepository, LiveJobStore, PreviewProbe, SandboxRuntime, UsageCounters,
-};
+use domain::ports::{JobQueue, JobRepository, LiveJobStore, PreviewProbe, SandboxRuntime};
 use domain::usecases::activity::Activity;
 use domain::usecases::cancel::CancelDeps;
 use domain::usecases::resume::ResumeService;
@@ -53,7 +51,6 @@ pub struct Shared {
     /// [`infra_redis::CachedLiveStore`] for why event streams and use cases must not read through it).
     pub status_reads: infra_redis::CachedLiveStore,
     pub queue: Arc<dyn JobQueue>,
-    pub usage: Arc<dyn UsageCounters>,
     pub sandbox: Arc<dyn SandboxRuntime>,
     pub probe: Arc<dyn PreviewProbe>,
     pub health: Arc<dyn HealthCheck>,
@@ -81,7 +78,6 @@ impl Shared {
             repo: self.repo.as_ref(),
             live: self.live.as_ref(),
             queue: self.queue.as_ref(),
-            usage: self.usage.as_ref(),
             tiers: &self.tiers,
         }
     }

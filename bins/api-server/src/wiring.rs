@@ -8,7 +8,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use fred::prelude::ClientLike;
 use infra_pg::{PgJobRepository, PgPool};
-use infra_redis::{CachedLiveStore, Client, RedisLiveStore, RedisQueue, RedisUsage};
+use infra_redis::{CachedLiveStore, Client, RedisLiveStore, RedisQueue};
 use tokio_util::sync::CancellationToken;
 
 use domain::ports::{PreviewProbe, SandboxRuntime};
@@ -75,7 +75,6 @@ pub fn assemble(parts: Parts) -> Result<AppState, domain::ports::StoreError> {
             parts.redis_prefix.clone(),
             (*tiers).clone(),
         )),
-        usage: Arc::new(RedisUsage::new(parts.redis.clone(), parts.redis_prefix)),
         sandbox: parts.sandbox,
         probe: parts.probe,
         health: Arc::new(BackendHealth {

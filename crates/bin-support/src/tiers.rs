@@ -9,6 +9,10 @@ pub struct TierArgs {
     #[arg(long, env = "QUEUE_CAP", default_value_t = domain::GLOBAL_QUEUE_CAP)]
     pub queue_cap: usize,
 
+    /// Most jobs one founder may have scheduled (past the daily limit) at once; more are refused (429).
+    #[arg(long, env = "SCHEDULED_CAP", default_value_t = domain::SCHEDULED_CAP)]
+    pub scheduled_cap: u32,
+
     /// Daily job limit of the bootstrapper tier (default 5).
     #[arg(long, env = "DAILY_JOBS_BOOTSTRAPPER")]
     pub daily_jobs_bootstrapper: Option<u32>,
@@ -27,6 +31,7 @@ impl TierArgs {
     pub fn tiers(&self) -> TierTable {
         let mut t = TierTable {
             queue_cap: self.queue_cap,
+            scheduled_cap: self.scheduled_cap,
             ..TierTable::default()
         };
         if let Some(n) = self.daily_jobs_bootstrapper {

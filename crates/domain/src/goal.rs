@@ -3,7 +3,8 @@
 /// Longest goal accepted, in characters.
 pub const MAX_GOAL_CHARS: usize = 10_000;
 
-/// A non-blank goal of at most [`MAX_GOAL_CHARS`] characters.
+/// A non-blank goal of at most [`MAX_GOAL_CHARS`] characters, without NUL (which Postgres text cannot
+/// store).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobGoal(String);
 
@@ -13,6 +14,8 @@ pub enum JobGoalError {
     Empty,
     #[error("goal is longer than {MAX_GOAL_CHARS} characters")]
     TooLong,
+    #[error("goal must not contain NUL characters")]
+    Nul,
 }
 
 impl TryFrom<String> for JobGoal {
@@ -23,6 +26,9 @@ impl TryFrom<String> for JobGoal {
         }
         if s.chars().count() > MAX_GOAL_CHARS {
             return Err(JobGoalError::TooLong);
+        }
+        if s.contains('\0') {
+            return Err(JobGoalError::Nul);
         }
         Ok(Self(s))
     }
@@ -56,6 +62,14 @@ mod tests {
     fn goal_over_limit_is_rejected() {
         let s = "x".repeat(MAX_GOAL_CHARS + 1);
         assert_eq!(JobGoal::try_from(s), Err(JobGoalError::TooLong));
+    }
+
+    #[test]
+    fn goal_with_nul_is_rejected() {
+        assert_eq!(
+            JobGoal::try_from("a todo app\0".to_owned()),
+            Err(JobGoalError::Nul)
+        );
     }
 
     #[test]

@@ -5,6 +5,9 @@ use std::fmt;
 /// The most jobs waiting in the queue at once.
 pub const GLOBAL_QUEUE_CAP: usize = 100;
 
+/// The most jobs one founder may have scheduled (past the daily limit, waiting for a later day) at once.
+pub const SCHEDULED_CAP: u32 = 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tier {
     Bootstrapper,
@@ -84,6 +87,8 @@ pub struct TierTable {
     pub partner: TierLimits,
     pub cto_scale: TierLimits,
     pub queue_cap: usize,
+    /// The most jobs one founder may have scheduled at once ([`crate::quota`]).
+    pub scheduled_cap: u32,
 }
 
 impl Default for TierTable {
@@ -93,6 +98,7 @@ impl Default for TierTable {
             partner: Tier::Partner.default_limits(),
             cto_scale: Tier::CtoScale.default_limits(),
             queue_cap: GLOBAL_QUEUE_CAP,
+            scheduled_cap: SCHEDULED_CAP,
         }
     }
 }
@@ -125,6 +131,7 @@ impl TierTable {
                 ..big
             },
             queue_cap: 1_000_000,
+            scheduled_cap: 1_000_000,
         }
     }
 }
@@ -148,6 +155,7 @@ mod tests {
         assert_eq!(row(t.limits(Tier::Partner)), (3, 3, 50, 2));
         assert_eq!(row(t.limits(Tier::CtoScale)), (10, 5, 200, 5));
         assert_eq!(t.queue_cap, 100);
+        assert_eq!(t.scheduled_cap, 20);
     }
 
     #[test]

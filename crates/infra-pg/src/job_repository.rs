@@ -2,10 +2,12 @@
 //! and delegates to the module that owns its queries.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use domain::ports::{
-    JobRepository, PageAfter, RepoError, SandboxStateUpdate, TransitionOutcome, TransitionUpdate,
+    Admitted, JobRepository, PageAfter, RepoError, SandboxStateUpdate, TransitionOutcome,
+    TransitionUpdate,
 };
+use domain::quota::DailyQuota;
 use domain::{
     Job, JobId, JobStatus, NewJob, NewProject, Project, ProjectId, ProjectSummary, SandboxId,
     UserId,
@@ -17,7 +19,7 @@ use sqlx::{PgConnection, PgPool};
 use crate::connections::Connections;
 use crate::error::map_err;
 use crate::retry::Retry;
-use crate::{jobs, project_queries, sandbox, transition};
+use crate::{jobs, project_queries, quota, sandbox, transition};
 
 /// Jobs and projects in Postgres. Cheap to clone (clones share the pool and the connections they hold).
 #[derive(Debug, Clone)]
@@ -111,6 +113,37 @@ impl JobRepository for PgJobRepository {
             },
             (result, _) => result,
         }
+    }
+
+    #[tracing::instrument(skip_all, fields(job_id = %job.id, project_id = %job.project_id, user_id = %job.user_id), err)]
+    async fn insert_admitted_job(
+        &self,
+        job: &NewJob,
+        quota: DailyQuota,
+    ) -> Result<Admitted, RepoError> {
+        match retried!(self, |conn| quota::insert_admitted(conn, job, quota)) {
+            // The first try committed before its connection broke: that insert is this one.
+            (Err(RepoError::AlreadyExists), true) => match self.get_job(job.id).await? {
+                Some(found)
+                    if found.user_id == job.user_id
+                        && found.project_id == job.project_id
+                        && found.goal == job.goal.as_str() =>
+                {
+                    let counted_today = self.jobs_counted_on(&job.user_id, quota.day).await?;
+                    Ok(Admitted::Inserted {
+                        job: Box::new(found),
+                        counted_today,
+                    })
+                }
+                _ => Err(RepoError::AlreadyExists),
+            },
+            (result, _) => result,
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %user), err)]
+    async fn jobs_counted_on(&self, user: &UserId, day: NaiveDate) -> Result<u32, RepoError> {
+        leased!(self, |conn| quota::counted_on(conn, user, day))
     }
 
     #[tracing::instrument(skip_all, fields(job_id = %id), err)]

@@ -1,6 +1,6 @@
 //! Inserting, reading, listing and counting job rows.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use domain::ports::{PageAfter, RepoError};
 use domain::{Job, JobId, JobStatus, NewJob, ProjectId, SandboxState, UserId};
 use sqlx::{PgConnection, PgPool};
@@ -14,9 +14,19 @@ use crate::sandbox::state_labels;
 /// Either case reads as `NotFound`, as a missing project does. The foreign key still guards a project
 /// deleted between the check and the insert (also `NotFound`, via [`map_err`]).
 pub(crate) async fn insert(conn: &mut PgConnection, job: &NewJob) -> Result<Job, RepoError> {
+    insert_counted(conn, job, None).await
+}
+
+/// [`insert`], the job counted against `counted_on` in the daily quota (see [`crate::quota`]).
+pub(crate) async fn insert_counted(
+    conn: &mut PgConnection,
+    job: &NewJob,
+    counted_on: Option<NaiveDate>,
+) -> Result<Job, RepoError> {
     let row: Option<JobRow> = sqlx::query_as(concat!(
-        "INSERT INTO jobs (id, project_id, user_id, tier, goal, status, status_message, enqueued_at) \
-         SELECT $1, p.id, $3, $4, $5, $6, $7, now() FROM projects p \
+        "INSERT INTO jobs (id, project_id, user_id, tier, goal, status, status_message, enqueued_at, \
+                           counted_on) \
+         SELECT $1, p.id, $3, $4, $5, $6, $7, now(), $8 FROM projects p \
          WHERE p.id = $2 AND p.user_id = $3 \
          RETURNING ",
         job_columns!()
@@ -28,6 +38,7 @@ pub(crate) async fn insert(conn: &mut PgConnection, job: &NewJob) -> Result<Job,
     .bind(job.goal.as_str())
     .bind(job.status.as_str())
     .bind(job.status_message.as_deref())
+    .bind(counted_on)
     .fetch_optional(&mut *conn)
     .await
     .map_err(map_err)?;

@@ -15,6 +15,7 @@ mod jobs;
 mod migrator;
 mod pool;
 mod project_queries;
+mod quota;
 mod retry;
 mod rows;
 mod sandbox;

@@ -12,7 +12,8 @@ use crate::rows::{job_columns, JobRow};
 /// Optional fields are written when given and left alone otherwise; the timestamps, the attempt count and
 /// the sandbox state follow from the move (flags `$10`, `$11`, `$12`), computed from the domain's enums,
 /// which also supply every label bound here, so that no status is spelled twice. `$15`, when not null, is
-/// the build's fencing token: the row must still be at that attempt.
+/// the build's fencing token: the row must still be at that attempt. `$16` sets the day the job counts
+/// against in the daily quota (a promotion), `$17` clears it (a refund).
 macro_rules! transition_update {
     ($build_version:literal) => {
         concat!(
@@ -24,6 +25,7 @@ macro_rules! transition_update {
                 sandbox_id = COALESCE($7, sandbox_id), \
                 preview_url = COALESCE($8, preview_url), \
                 workspace_path = COALESCE($9, workspace_path), \
+                counted_on = CASE WHEN $17 THEN NULL ELSE COALESCE($16, counted_on) END, \
                 build_version = ",
             $build_version,
             ", \
@@ -122,6 +124,8 @@ async fn update_row(
         // Read by READY_SQL only; one bind list serves both statements.
         .bind(BuildVersion::PREFIX)
         .bind(update.attempt)
+        .bind(update.counted_on)
+        .bind(update.refund_quota)
         .fetch_optional(&mut *conn)
         .await
         .map_err(map_err)

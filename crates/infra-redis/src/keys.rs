@@ -1,7 +1,6 @@
 //! Every Redis key Slipway uses, spelled once.
 
-use chrono::NaiveDate;
-use domain::{JobId, UserId};
+use domain::JobId;
 
 /// Builds keys under a prefix.
 ///
@@ -75,16 +74,6 @@ impl Keys {
         self.queue("slots:")
     }
 
-    /// `<prefix>:usage:<user>:jobs:<YYYY-MM-DD>`: jobs counted for a user on a UTC day.
-    pub fn usage_jobs(&self, user: &UserId, day: NaiveDate) -> String {
-        format!(
-            "{}:usage:{}:jobs:{}",
-            self.prefix,
-            user,
-            day.format("%Y-%m-%d")
-        )
-    }
-
     fn queue(&self, name: &str) -> String {
         format!("{}:{{q}}:{name}", self.prefix)
     }
@@ -107,16 +96,5 @@ mod tests {
         let keys = Keys::new("sw");
         assert_eq!(keys.queue_pending(), "sw:{q}:pending");
         assert_eq!(keys.queue_slots_prefix(), "sw:{q}:slots:");
-    }
-
-    #[test]
-    fn usage_key_names_the_day() {
-        let keys = Keys::new("sw");
-        let user = UserId::try_from("user_1").unwrap();
-        let day = NaiveDate::from_ymd_opt(2026, 1, 2).unwrap();
-        assert_eq!(
-            keys.usage_jobs(&user, day),
-            "sw:usage:user_1:jobs:2026-01-02"
-        );
     }
 }

@@ -1,5 +1,5 @@
 //! Redis, the live side of Slipway: the job hash the status route reads, the per-job event channel SSE
-//! streams follow, the priority queue with leases and concurrency slots, and the daily usage counters.
+//! streams follow, and the priority queue with leases and concurrency slots.
 //! Everything here can be rebuilt from Postgres.
 //!
 //! Every multi-step change is one Lua script, so it is atomic and two processes cannot interleave inside it.
@@ -16,7 +16,6 @@ mod local_cluster;
 mod lock;
 mod queue;
 mod script;
-mod usage;
 
 pub use config::{connect, ConnectError, RedisConfig};
 pub use fred::prelude::Client;
@@ -26,4 +25,3 @@ pub use live::{event_from_json, event_to_json, CacheStats, CachedLiveStore, Redi
 pub use local_cluster::{LocalCluster, LocalClusterError};
 pub use lock::RedisStepLock;
 pub use queue::RedisQueue;
-pub use usage::RedisUsage;

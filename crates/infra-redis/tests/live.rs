@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::{advanced, eventually, job, TestRedis};
-use domain::ports::{LiveJobStore, StoreError, UsageCounters};
-use domain::{DebugId, Job, JobEvent, JobId, JobStatus, SandboxId, SandboxState, UserId};
+use domain::ports::{LiveJobStore, StoreError};
+use domain::{DebugId, Job, JobEvent, JobId, JobStatus, SandboxId, SandboxState};
 use fred::prelude::{HashesInterface, KeysInterface, PubsubInterface};
 use futures::StreamExt;
-use infra_redis::{event_to_json, Keys, RedisLiveStore, RedisUsage};
+use infra_redis::{event_to_json, Keys, RedisLiveStore};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -233,33 +233,6 @@ async fn a_thousand_subscriptions_share_one_connection() {
     for (i, got) in firsts.into_iter().enumerate() {
         assert_eq!(got.unwrap(), Some(event(&jobs[i / 2])));
     }
-}
-
-#[tokio::test]
-async fn usage_counts_per_user_per_day() {
-    let r = TestRedis::new().await;
-    let usage = RedisUsage::new(r.client.clone(), &r.prefix);
-    let user = UserId::try_from("user_usage").unwrap();
-    let other = UserId::try_from("user_other").unwrap();
-    let before = usage.usage(&user, 5).await.unwrap();
-    assert_eq!((before.used, before.remaining()), (0, 5));
-    assert_eq!(usage.record_job(&user, 5).await.unwrap().used, 1);
-    let second = usage.record_job(&user, 5).await.unwrap();
-    assert_eq!((second.used, second.limit, second.remaining()), (2, 5, 3));
-    assert_eq!(usage.usage(&user, 5).await.unwrap().used, 2);
-    assert_eq!(usage.usage(&other, 5).await.unwrap().used, 0);
-
-    // The reset is the next 00:00 UTC: a midnight, within a day from now.
-    let now = Utc::now();
-    let resets = second.resets_at;
-    assert_eq!(resets.time(), chrono::NaiveTime::MIN);
-    assert!(
-        resets > now && resets <= now + chrono::Duration::days(1),
-        "{resets}"
-    );
-    let key = Keys::new(&r.prefix).usage_jobs(&user, resets.date_naive() - chrono::Days::new(1));
-    let ttl: i64 = r.client.ttl(&key).await.unwrap();
-    assert!(ttl > 0 && ttl <= 86_400, "ttl {ttl}");
 }
 
 #[tokio::test]

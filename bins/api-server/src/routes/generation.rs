@@ -24,8 +24,14 @@ pub fn submit_error(e: SubmitError) -> ApiError {
         SubmitError::Busy {
             retry_after_minutes,
         } => ApiError::Busy(busy_message(retry_after_minutes)),
+        SubmitError::TooManyScheduled { scheduled } => ApiError::BadRequest {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
+                "Daily build limit reached and {scheduled} builds are already scheduled for later days. \
+                 Try again after the daily reset."
+            ),
+        },
         SubmitError::Repo(e) => e.into(),
-        SubmitError::Usage(e) => e.into(),
         SubmitError::Queue(e) => e.into(),
     }
 }
@@ -38,6 +44,7 @@ pub fn submit_error(e: SubmitError) -> ApiError {
         (status = 401, description = "Missing or invalid token"),
         (status = 404, description = "Project not found"),
         (status = 422, description = "A field is missing, empty or invalid"),
+        (status = 429, description = "Daily limit reached and the scheduled builds at their cap"),
         (status = 503, description = "System busy. Try again in N minutes."),
     ),
     security(("bearer" = [])))]

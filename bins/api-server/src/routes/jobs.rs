@@ -11,6 +11,8 @@ use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, JobIdPath};
 use crate::routes::generation::submit_error;
 use crate::routes::load_owned_job;
+use domain::ports::DailyUsage;
+
 use crate::routes::wire::{JobStatusResponse, StartRequest, SubmitJobResponse, UsageResponse};
 use crate::AppState;
 
@@ -76,7 +78,12 @@ pub async fn get(
 ) -> Result<Json<JobStatusResponse>, ApiError> {
     let job = load_owned_job(&state, &user.user_id, id).await?;
     let limit = state.tiers.limits(user.tier).daily_jobs;
-    let usage = state.usage.usage(&user.user_id, limit).await?;
+    let (day, resets_at) = domain::quota::utc_day(chrono::Utc::now());
+    let usage = DailyUsage {
+        used: state.repo.jobs_counted_on(&user.user_id, day).await?,
+        limit,
+        resets_at,
+    };
     Ok(Json(JobStatusResponse {
         job_id: job.id.to_string(),
         status: job.status.as_str().to_owned(),

@@ -189,6 +189,12 @@ impl CreateProjectRequest {
                 "name is longer than {MAX_PROJECT_NAME_CHARS} characters"
             )));
         }
+        // Postgres text cannot store NUL.
+        if name.contains('\0') {
+            return Err(ApiError::Validation(
+                "name must not contain NUL characters".into(),
+            ));
+        }
         Ok(name.to_owned())
     }
 }

@@ -71,6 +71,12 @@ async fn each_bad_start_body_is_refused_naming_the_problem() {
             422,
             "goal",
         ),
+        // Postgres text cannot store NUL: refused before anything is counted or written.
+        (
+            json!({"project_id": project, "goal": "a todo app\u{0}"}).to_string(),
+            422,
+            "goal",
+        ),
     ];
     for (body, status, needle) in cases {
         for path in ["/api/generation/start", "/api/jobs"] {
@@ -81,6 +87,24 @@ async fn each_bad_start_body_is_refused_naming_the_problem() {
         }
     }
     assert_nothing_written(&app).await;
+}
+
+#[tokio::test]
+async fn a_project_name_with_nul_is_422_naming_name() {
+    let app = spawn_app().await;
+    let resp = post_raw(
+        &app,
+        "/api/projects",
+        json!({"name": "app\u{0}"}).to_string(),
+    )
+    .await;
+    let detail = error_detail(resp, 422).await;
+    assert!(detail.as_str().unwrap().contains("name"), "{detail}");
+    let projects: i64 = sqlx::query_scalar("SELECT count(*) FROM projects")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(projects, 0);
 }
 
 #[tokio::test]

@@ -333,6 +333,40 @@ async fn at_the_queue_cap_start_is_503_and_nothing_stays_queued() {
 }
 
 #[tokio::test]
+async fn past_the_scheduled_cap_a_build_is_refused_with_nothing_created() {
+    let mut tiers = TierTable::default();
+    tiers.bootstrapper.daily_jobs = 1;
+    tiers.scheduled_cap = 2;
+    let app = spawn_app_with(AppOptions {
+        tiers,
+        ..AppOptions::default()
+    })
+    .await;
+    let project = app.create_project(ALICE).await;
+    let body = json!({"project_id": project.to_string(), "goal": "again"});
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let resp = app.post_json("/api/generation/start", ALICE, &body).await;
+        assert_eq!(resp.status(), 201);
+        let got: Value = resp.json().await.unwrap();
+        statuses.push(got["status"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(statuses, ["queued", "scheduled", "scheduled"]);
+    let resp = app.post_json("/api/generation/start", ALICE, &body).await;
+    let detail = error_detail(resp, 429).await;
+    assert!(
+        detail
+            .as_str()
+            .unwrap()
+            .contains("2 builds are already scheduled"),
+        "{detail}"
+    );
+    assert_eq!(app.job_count().await, 3);
+    // Another founder is not held by Alice's backlog.
+    app.start_job("user_bob").await;
+}
+
+#[tokio::test]
 async fn past_the_daily_limit_a_build_is_scheduled_and_not_queued() {
     let mut tiers = TierTable::default();
     tiers.bootstrapper.daily_jobs = 1;

@@ -46,6 +46,30 @@ async fn metrics_count_requests_by_route_and_status() {
 }
 
 #[tokio::test]
+async fn invented_methods_add_no_series() {
+    let app = spawn_app().await;
+    for i in 0..20 {
+        let method = format!("INVENTED{i}{}", "X".repeat(200));
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        for path in ["/healthz", "/api/nope"] {
+            let resp = app
+                .client
+                .request(method.clone(), app.url(path))
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_client_error(), "{}", resp.status());
+        }
+    }
+    let text = app.metrics_text().await;
+    assert!(
+        !text.contains("INVENTED"),
+        "an invented method became a label"
+    );
+    assert!(text.contains(r#"method="other""#), "{text}");
+}
+
+#[tokio::test]
 async fn openapi_describes_every_route() {
     let app = spawn_app().await;
     let doc: Value = app

@@ -59,6 +59,8 @@ pub struct AppOptions {
     pub wrap_live: Option<LiveWrapper>,
     /// Replaces the app's repository.
     pub repo: Option<Arc<dyn JobRepository>>,
+    /// The server's connection limits.
+    pub serve: api_server::ServeLimits,
 }
 
 pub type LiveWrapper = Box<dyn FnOnce(Arc<dyn LiveJobStore>) -> Arc<dyn LiveJobStore> + Send>;
@@ -79,6 +81,7 @@ impl Default for AppOptions {
             request_timeout: Duration::from_secs(10),
             wrap_live: None,
             repo: None,
+            serve: api_server::ServeLimits::default(),
         }
     }
 }
@@ -157,9 +160,14 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .expect("bind");
     let address = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(api_server::run(listener, state.clone(), async move {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(api_server::run_with(
+        listener,
+        state.clone(),
+        options.serve,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     TestApp {
         address,
         client: reqwest::Client::new(),

@@ -2,6 +2,7 @@
 
 mod auth;
 mod bad_input;
+mod connections;
 mod events;
 mod generation;
 mod health;

@@ -16,11 +16,12 @@ pub use lock::{LockGuardToken, StepLock};
 pub use probe::{PreviewProbe, ProbeError, ProbeResponse, ProxyAnswer};
 pub use queue::{JobQueue, Lease, QueueError, QueuedJob};
 pub use repository::{
-    JobRepository, PageAfter, RepoError, SandboxStateUpdate, TransitionOutcome, TransitionUpdate,
+    Admitted, JobRepository, PageAfter, RepoError, SandboxStateUpdate, TransitionOutcome,
+    TransitionUpdate,
 };
 pub use sandbox::{
     BackgroundCommand, CommandExit, CommandOutput, CommandSpec, ExitReporter, OutputSink,
     OutputStream, PauseOutcome, ProviderSandbox, ProviderState, SandboxError, SandboxRuntime,
     SandboxSpec,
 };
-pub use usage::{DailyUsage, UsageCounters};
+pub use usage::DailyUsage;

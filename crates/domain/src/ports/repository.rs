@@ -1,8 +1,9 @@
 //! The durable record: Postgres is the system of record for jobs and projects.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
+use crate::quota::DailyQuota;
 use crate::{
     DebugId, Job, JobId, JobStatus, NewJob, NewProject, Project, ProjectId, ProjectSummary,
     SandboxId, SandboxState, UserId,
@@ -48,6 +49,22 @@ pub struct TransitionUpdate {
     /// lost its lease) can never write over the new one. `None` for writes that win whatever the attempt
     /// (a cancel, a promotion, the first move of a build, which counts the attempt).
     pub attempt: Option<i32>,
+    /// The UTC day the job counts against in the daily quota, from now on: set by a promotion (a scheduled
+    /// job counts against the day it is queued).
+    pub counted_on: Option<NaiveDate>,
+    /// The job stops counting against the daily quota: a submit refused after its insert (the queue was
+    /// full) costs nothing.
+    pub refund_quota: bool,
+}
+
+/// What [`JobRepository::insert_admitted_job`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admitted {
+    /// Inserted, `queued` or `scheduled`; `counted_today` is the founder's count for the quota's day, this
+    /// job included when it was queued.
+    Inserted { job: Box<Job>, counted_today: u32 },
+    /// Nothing inserted: the founder already has `scheduled` jobs waiting, the cap.
+    TooManyScheduled { scheduled: u32 },
 }
 
 /// Where a page of a listing starts: just after this job, in the listings' order (created_at, then id).
@@ -95,6 +112,19 @@ pub struct SandboxStateUpdate {
 pub trait JobRepository: Send + Sync {
     /// Inserts the job at submit time (status queued or scheduled) with enqueued_at = now.
     async fn insert_job(&self, job: &NewJob) -> Result<Job, RepoError>;
+
+    /// Inserts the job as `quota` admits it (`job.status` and `status_message` are the admission's), in one
+    /// transaction serialised per founder: the founder's jobs counted against `quota.day` and scheduled are
+    /// read, and a queued job is counted against `quota.day` in its own row. An insert that fails counts
+    /// nothing; a refusal inserts nothing. `NotFound` when the project is not the founder's.
+    async fn insert_admitted_job(
+        &self,
+        job: &NewJob,
+        quota: DailyQuota,
+    ) -> Result<Admitted, RepoError>;
+
+    /// How many of `user`'s jobs count against `day` in the daily quota.
+    async fn jobs_counted_on(&self, user: &UserId, day: NaiveDate) -> Result<u32, RepoError>;
 
     async fn get_job(&self, id: JobId) -> Result<Option<Job>, RepoError>;
 

@@ -1,10 +1,7 @@
-//! Daily usage counters per user.
+//! A founder's usage of the day, as the API reports it. The count itself lives with the jobs in Postgres
+//! ([`crate::quota`], [`crate::ports::JobRepository::insert_admitted_job`]).
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-
-use crate::ports::StoreError;
-use crate::UserId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DailyUsage {
@@ -17,16 +14,4 @@ impl DailyUsage {
     pub fn remaining(&self) -> u32 {
         self.limit.saturating_sub(self.used)
     }
-}
-
-/// Errors: `Unavailable` for any Redis failure.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
-#[async_trait]
-pub trait UsageCounters: Send + Sync {
-    /// Counts one job for today (UTC) and returns the usage including it, atomically. The caller compares
-    /// against the limit: a count past the limit means the job is scheduled for tomorrow.
-    async fn record_job(&self, user: &UserId, limit: u32) -> Result<DailyUsage, StoreError>;
-
-    /// Today's usage without counting anything.
-    async fn usage(&self, user: &UserId, limit: u32) -> Result<DailyUsage, StoreError>;
 }

@@ -1,20 +1,21 @@
-//! Submitting a build: ownership, the queue cap, the daily limit, the durable row, the live view, the queue.
+//! Submitting a build: ownership, the queue cap, the daily quota, the durable row, the live view, the queue.
 //!
-//! Postgres is written first (the system of record), then the Redis hash, then the queue. The queue's
-//! atomic enqueue is the authority on the cap: when it refuses, the row that was just inserted is failed
-//! (compare-and-set) so that no job is left `queued` without being in the queue.
+//! Postgres is written first (the system of record), then the Redis hash, then the queue. The daily quota
+//! ([`crate::quota`]) is decided and counted in the same transaction as the insert, so a submit that fails
+//! costs nothing. The queue's atomic enqueue is the authority on the cap: when it refuses, the row that was
+//! just inserted is failed (compare-and-set) so that no job is left `queued` without being in the queue.
 
 use chrono::Utc;
 use tracing::{field, Span};
 
 use crate::ports::{
-    DailyUsage, JobQueue, JobRepository, LiveJobStore, QueueError, QueuedJob, RepoError,
-    StoreError, TransitionOutcome, TransitionUpdate, UsageCounters,
+    Admitted, DailyUsage, JobQueue, JobRepository, LiveJobStore, QueueError, QueuedJob, RepoError,
+    TransitionOutcome, TransitionUpdate,
 };
+use crate::quota::{utc_day, DailyQuota};
 use crate::{Job, JobEvent, JobGoal, JobId, JobStatus, NewJob, ProjectId, Tier, TierTable, UserId};
 
-/// The status message of a job past its tier's daily limit.
-pub const SCHEDULED_MESSAGE: &str = "Scheduled for tomorrow";
+pub use crate::quota::SCHEDULED_MESSAGE;
 
 /// What submitting needs.
 #[derive(Clone, Copy)]
@@ -22,7 +23,6 @@ pub struct SubmitDeps<'a> {
     pub repo: &'a dyn JobRepository,
     pub live: &'a dyn LiveJobStore,
     pub queue: &'a dyn JobQueue,
-    pub usage: &'a dyn UsageCounters,
     pub tiers: &'a TierTable,
 }
 
@@ -45,10 +45,12 @@ pub enum SubmitError {
     /// The queue is at its cap; nothing is left queued.
     #[error("system busy; retry in {retry_after_minutes} minutes")]
     Busy { retry_after_minutes: u32 },
+    /// Past the daily limit with `scheduled` jobs already waiting for a later day (the cap): nothing is
+    /// created or counted.
+    #[error("{scheduled} jobs are already scheduled")]
+    TooManyScheduled { scheduled: u32 },
     #[error("job repository failed")]
     Repo(#[source] RepoError),
-    #[error("usage counters failed")]
-    Usage(#[source] StoreError),
     #[error("job queue failed")]
     Queue(#[source] QueueError),
 }
@@ -94,35 +96,43 @@ pub async fn submit_job(
     }
 
     let limit = deps.tiers.limits(tier).daily_jobs;
-    let usage = deps
-        .usage
-        .record_job(user, limit)
-        .await
-        .map_err(SubmitError::Usage)?;
-    let scheduled = usage.used > usage.limit;
+    let (day, resets_at) = utc_day(Utc::now());
+    let quota = DailyQuota {
+        day,
+        daily_jobs: limit,
+        scheduled_cap: deps.tiers.scheduled_cap,
+    };
 
     let build_version = project.next_build_version().label();
 
     let id = JobId::new();
     Span::current().record("job_id", field::display(id));
-    let (status, status_message) = if scheduled {
-        (JobStatus::Scheduled, Some(SCHEDULED_MESSAGE.to_owned()))
-    } else {
-        (JobStatus::Queued, None)
+    let new_job = NewJob {
+        id,
+        project_id,
+        user_id: user.clone(),
+        tier,
+        goal,
+        // The admission decides; these are the repository's to set.
+        status: JobStatus::Queued,
+        status_message: None,
     };
-    let job = deps
-        .repo
-        .insert_job(&NewJob {
-            id,
-            project_id,
-            user_id: user.clone(),
-            tier,
-            goal,
-            status,
-            status_message,
-        })
-        .await
-        .map_err(SubmitError::Repo)?;
+    let (job, counted_today) = match deps.repo.insert_admitted_job(&new_job, quota).await {
+        Ok(Admitted::Inserted { job, counted_today }) => (*job, counted_today),
+        Ok(Admitted::TooManyScheduled { scheduled }) => {
+            return Err(SubmitError::TooManyScheduled { scheduled })
+        }
+        Err(RepoError::NotFound) => return Err(SubmitError::ProjectNotFound),
+        Err(e) => return Err(SubmitError::Repo(e)),
+    };
+    let scheduled = job.status == JobStatus::Scheduled;
+    // A scheduled job counts against the day it is promoted, but the answer shows it as one over today's
+    // limit (the Python API's `jobs_used` 6 of 5).
+    let usage = DailyUsage {
+        used: counted_today + u32::from(scheduled),
+        limit,
+        resets_at,
+    };
 
     // The hash is a view that the status route rebuilds from Postgres when it is missing.
     if let Err(error) = deps.live.save(&job).await {
@@ -164,11 +174,12 @@ pub async fn submit_job(
     }
 }
 
-/// Fails a job the queue refused, so it does not stay `queued` outside the queue.
+/// Fails a job the queue refused, so it does not stay `queued` outside the queue, and gives its count back.
 async fn fail_unqueued(deps: SubmitDeps<'_>, job: &Job, message: &str) -> Result<(), SubmitError> {
     let update = TransitionUpdate {
         message: Some(message.to_owned()),
         error_message: Some(message.to_owned()),
+        refund_quota: true,
         ..TransitionUpdate::default()
     };
     let outcome = deps

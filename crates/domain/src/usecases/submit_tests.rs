@@ -1,11 +1,12 @@
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use mockall::predicate::eq;
 
 use super::*;
 use crate::ports::live_store::MockLiveJobStore;
 use crate::ports::queue::MockJobQueue;
 use crate::ports::repository::MockJobRepository;
-use crate::ports::usage::MockUsageCounters;
+use crate::ports::StoreError;
+use crate::quota::QuotaCounts;
 use crate::{Project, SandboxState};
 
 pub(crate) fn job_from(new: &NewJob) -> Job {
@@ -47,11 +48,28 @@ fn goal() -> JobGoal {
     JobGoal::try_from("a todo app".to_owned()).unwrap()
 }
 
-fn usage(used: u32, limit: u32) -> DailyUsage {
-    DailyUsage {
-        used,
-        limit,
-        resets_at: Utc.with_ymd_and_hms(2030, 1, 2, 0, 0, 0).unwrap(),
+/// What the repository answers for a founder with these `counts`: the quota's own decision.
+fn admitted(new: &NewJob, quota: DailyQuota, counts: QuotaCounts) -> Admitted {
+    match quota.admit(counts).status() {
+        Some((status, message)) => {
+            let mut job = job_from(new);
+            job.status = status;
+            job.status_message = message.map(str::to_owned);
+            Admitted::Inserted {
+                job: Box::new(job),
+                counted_today: counts.counted_today + u32::from(status == JobStatus::Queued),
+            }
+        }
+        None => Admitted::TooManyScheduled {
+            scheduled: counts.scheduled,
+        },
+    }
+}
+
+fn counts(counted_today: u32, scheduled: u32) -> QuotaCounts {
+    QuotaCounts {
+        counted_today,
+        scheduled,
     }
 }
 
@@ -59,7 +77,6 @@ struct Mocks {
     repo: MockJobRepository,
     live: MockLiveJobStore,
     queue: MockJobQueue,
-    usage: MockUsageCounters,
     tiers: TierTable,
 }
 
@@ -69,7 +86,6 @@ impl Mocks {
             repo: MockJobRepository::new(),
             live: MockLiveJobStore::new(),
             queue: MockJobQueue::new(),
-            usage: MockUsageCounters::new(),
             tiers: TierTable::default(),
         }
     }
@@ -79,7 +95,6 @@ impl Mocks {
             repo: &self.repo,
             live: &self.live,
             queue: &self.queue,
-            usage: &self.usage,
             tiers: &self.tiers,
         }
     }
@@ -99,11 +114,12 @@ impl Mocks {
             });
     }
 
-    fn inserts(&mut self) {
+    /// The founder has `counts` when the job is inserted.
+    fn inserts(&mut self, counts: QuotaCounts) {
         self.repo
-            .expect_insert_job()
+            .expect_insert_admitted_job()
             .times(1)
-            .returning(|new| Ok(job_from(new)));
+            .returning(move |new, quota| Ok(admitted(new, quota, counts)));
     }
 }
 
@@ -114,17 +130,17 @@ async fn a_job_within_limits_is_inserted_saved_and_enqueued_in_that_order() {
     m.owns_project(project);
     let mut seq = mockall::Sequence::new();
     m.queue.expect_pending_len().returning(|| Ok(0));
-    m.usage
-        .expect_record_job()
-        .times(1)
-        .with(eq(user()), eq(50))
-        .returning(|_, l| Ok(usage(1, l)));
     m.repo
-        .expect_insert_job()
+        .expect_insert_admitted_job()
         .times(1)
         .in_sequence(&mut seq)
-        .withf(|new| new.status == JobStatus::Queued && new.status_message.is_none())
-        .returning(|new| Ok(job_from(new)));
+        .withf(|new, quota| {
+            new.user_id == user()
+                && quota.daily_jobs == 50
+                && quota.scheduled_cap == 20
+                && quota.day == Utc::now().date_naive()
+        })
+        .returning(|new, quota| Ok(admitted(new, quota, counts(0, 0))));
     m.live
         .expect_save()
         .times(1)
@@ -142,6 +158,7 @@ async fn a_job_within_limits_is_inserted_saved_and_enqueued_in_that_order() {
         .unwrap();
     assert_eq!(got.job.status, JobStatus::Queued);
     assert_eq!(got.build_version, "build_v0_1");
+    assert_eq!((got.usage.used, got.usage.limit), (1, 50));
 }
 
 #[tokio::test]
@@ -150,9 +167,8 @@ async fn another_users_project_is_not_found_and_nothing_is_written() {
     m.repo
         .expect_get_project_for_user()
         .returning(|_, _| Ok(None));
-    m.repo.expect_insert_job().never();
+    m.repo.expect_insert_admitted_job().never();
     m.queue.expect_enqueue().never();
-    m.usage.expect_record_job().never();
     let got = submit_job(
         m.deps(),
         &user(),
@@ -170,19 +186,12 @@ async fn past_the_daily_limit_the_job_is_scheduled_and_not_enqueued() {
     let project = ProjectId::new();
     m.owns_project(project);
     m.queue.expect_pending_len().returning(|| Ok(0));
-    m.usage
-        .expect_record_job()
-        .with(eq(user()), eq(5))
-        .returning(|_, l| Ok(usage(6, l)));
-    m.repo
-        .expect_insert_job()
+    m.inserts(counts(5, 0));
+    m.live
+        .expect_save()
         .times(1)
-        .withf(|new| {
-            new.status == JobStatus::Scheduled
-                && new.status_message.as_deref() == Some(SCHEDULED_MESSAGE)
-        })
-        .returning(|new| Ok(job_from(new)));
-    m.live.expect_save().times(1).returning(|_| Ok(()));
+        .withf(|job| job.status_message.as_deref() == Some(SCHEDULED_MESSAGE))
+        .returning(|_| Ok(()));
     m.queue.expect_enqueue().never();
     let got = submit_job(m.deps(), &user(), Tier::Bootstrapper, project, goal())
         .await
@@ -198,8 +207,7 @@ async fn a_full_queue_before_insert_is_busy_and_writes_nothing() {
     m.owns_project(project);
     m.tiers.queue_cap = 1;
     m.queue.expect_pending_len().returning(|| Ok(1));
-    m.usage.expect_record_job().never();
-    m.repo.expect_insert_job().never();
+    m.repo.expect_insert_admitted_job().never();
     let got = submit_job(m.deps(), &user(), Tier::Bootstrapper, project, goal()).await;
     assert_eq!(
         got,
@@ -215,10 +223,7 @@ async fn a_refused_enqueue_fails_the_job_by_compare_and_set() {
     let project = ProjectId::new();
     m.owns_project(project);
     m.queue.expect_pending_len().returning(|| Ok(0));
-    m.usage
-        .expect_record_job()
-        .returning(|_, l| Ok(usage(1, l)));
-    m.inserts();
+    m.inserts(counts(0, 0));
     m.live.expect_save().returning(|_| Ok(()));
     m.queue.expect_enqueue().times(1).returning(|_| {
         Err(QueueError::Full {
@@ -232,6 +237,7 @@ async fn a_refused_enqueue_fails_the_job_by_compare_and_set() {
             *from == JobStatus::Queued
                 && *to == JobStatus::Failed
                 && upd.message.as_deref() == Some("System busy. Try again in 3 minutes.")
+                && upd.refund_quota
         })
         .returning(|id, _, to, upd| {
             let mut job = job_from(&NewJob {
@@ -266,16 +272,42 @@ async fn a_live_store_outage_does_not_lose_the_submission() {
     let project = ProjectId::new();
     m.owns_project(project);
     m.queue.expect_pending_len().returning(|| Ok(0));
-    m.usage
-        .expect_record_job()
-        .returning(|_, l| Ok(usage(1, l)));
-    m.inserts();
+    m.inserts(counts(0, 0));
     m.live
         .expect_save()
         .returning(|_| Err(StoreError::Unavailable("down".into())));
     m.queue.expect_enqueue().times(1).returning(|_| Ok(()));
     let got = submit_job(m.deps(), &user(), Tier::Bootstrapper, project, goal()).await;
     assert!(got.is_ok());
+}
+
+#[tokio::test]
+async fn past_the_limit_with_the_scheduled_cap_reached_nothing_is_created() {
+    let mut m = Mocks::new();
+    let project = ProjectId::new();
+    m.owns_project(project);
+    m.tiers.scheduled_cap = 3;
+    m.queue.expect_pending_len().returning(|| Ok(0));
+    m.inserts(counts(5, 3));
+    m.live.expect_save().never();
+    m.queue.expect_enqueue().never();
+    let got = submit_job(m.deps(), &user(), Tier::Bootstrapper, project, goal()).await;
+    assert_eq!(got, Err(SubmitError::TooManyScheduled { scheduled: 3 }));
+}
+
+#[tokio::test]
+async fn a_failed_insert_fails_the_submit_with_nothing_else_written() {
+    let mut m = Mocks::new();
+    let project = ProjectId::new();
+    m.owns_project(project);
+    m.queue.expect_pending_len().returning(|| Ok(0));
+    m.repo
+        .expect_insert_admitted_job()
+        .returning(|_, _| Err(RepoError::Unavailable("down".into())));
+    m.live.expect_save().never();
+    m.queue.expect_enqueue().never();
+    let got = submit_job(m.deps(), &user(), Tier::Bootstrapper, project, goal()).await;
+    assert!(matches!(got, Err(SubmitError::Repo(_))), "{got:?}");
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod faults;
 mod helpers;
 mod jobs;
 mod projects;
+mod quota;
 mod sandbox;
 mod setup;
 mod transition;

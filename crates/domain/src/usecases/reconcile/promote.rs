@@ -49,8 +49,10 @@ impl Reconciler {
                 report.waiting_for_jitter += 1;
                 continue;
             }
+            // A promoted job counts against the day it runs, not the day it was submitted.
             let update = TransitionUpdate {
                 message: Some(JobStatus::Queued.label().to_owned()),
+                counted_on: Some(now.date_naive()),
                 ..TransitionUpdate::default()
             };
             let queued = match d

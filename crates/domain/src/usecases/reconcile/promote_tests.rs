@@ -29,7 +29,12 @@ fn run_with(j: Job, promote: bool) -> Reconciler {
     let mut queued = j.clone();
     queued.status = JobStatus::Queued;
     repo.expect_transition()
-        .withf(|_, from, to, _| *from == JobStatus::Scheduled && *to == JobStatus::Queued)
+        // Counted against the day it is promoted on (every promotion here runs on midnight()'s day).
+        .withf(|_, from, to, update| {
+            *from == JobStatus::Scheduled
+                && *to == JobStatus::Queued
+                && update.counted_on == Some(midnight().date_naive())
+        })
         .times(usize::from(promote))
         .returning(move |_, _, _, _| Ok(TransitionOutcome::Applied(Box::new(queued.clone()))));
     let mut queue = MockJobQueue::new();
