@@ -57,6 +57,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs", post(jobs::submit))
         .route("/api/jobs/{job_id}", get(jobs::get))
         .route("/api/projects", post(projects::create).get(projects::list))
+        .route(
+            "/api/projects/{project_id}",
+            get(projects::get).delete(projects::delete),
+        )
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -22,6 +22,8 @@ use crate::sse;
         jobs::get,
         projects::create,
         projects::list,
+        projects::get,
+        projects::delete,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -39,6 +41,7 @@ use crate::sse;
         wire::UsageResponse,
         wire::CreateProjectRequest,
         wire::ProjectResponse,
+        wire::DeletedResponse,
     )),
     modifiers(&BearerAuth),
 )]

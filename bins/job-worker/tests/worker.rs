@@ -125,6 +125,8 @@ impl Env {
                 id: ProjectId::new(),
                 user_id: user.clone(),
                 name: "todo".into(),
+                description: String::new(),
+                github_repo: None,
             })
             .await
             .unwrap();

@@ -18,7 +18,7 @@ pub mod usecases;
 pub use event::JobEvent;
 pub use goal::{JobGoal, JobGoalError};
 pub use ids::{DebugId, IdError, JobId, ProjectId, SandboxId, UserId};
-pub use job::{BuildVersion, Job, NewJob, NewProject, Project, ProjectSummary};
+pub use job::{BuildVersion, Job, NewJob, NewProject, Project, ProjectStatus, ProjectSummary};
 pub use pause_policy::{PausePolicy, PausePolicyError};
 pub use sandbox_state::SandboxState;
 pub use status::{JobStatus, UnknownStatus};

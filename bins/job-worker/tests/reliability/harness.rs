@@ -156,6 +156,8 @@ impl Harness {
                 id: ProjectId::new(),
                 user_id: user.clone(),
                 name: "todo".into(),
+                description: String::new(),
+                github_repo: None,
             })
             .await
             .expect("project");

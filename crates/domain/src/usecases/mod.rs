@@ -7,6 +7,7 @@ pub mod framework;
 pub mod output_tail;
 pub mod pipeline;
 pub mod preview;
+pub mod project;
 pub mod reconcile;
 pub mod resume;
 pub mod snapshot;

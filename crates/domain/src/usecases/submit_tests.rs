@@ -6,7 +6,7 @@ use crate::ports::live_store::MockLiveJobStore;
 use crate::ports::queue::MockJobQueue;
 use crate::ports::repository::MockJobRepository;
 use crate::ports::usage::MockUsageCounters;
-use crate::{Project, SandboxState};
+use crate::{Project, ProjectStatus, SandboxState};
 
 pub(crate) fn job_from(new: &NewJob) -> Job {
     let now = Utc::now();
@@ -93,6 +93,9 @@ impl Mocks {
                     id,
                     user_id: u.clone(),
                     name: "p".into(),
+                    description: String::new(),
+                    github_repo: None,
+                    status: ProjectStatus::Active,
                     created_at: Utc::now(),
                     last_build_version: 0,
                 }))
