@@ -67,6 +67,12 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
 
+    /// How long a resume call waits for the sandbox, in seconds: past it, the call answers 503
+    /// `sandbox_unreachable` while the resume goes on (the next call joins it). Under the front end's 30 s
+    /// proxy.
+    #[arg(long, env = "RESUME_ANSWER_WITHIN_SECS", default_value_t = 25)]
+    pub resume_answer_within_secs: u64,
+
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
@@ -80,6 +86,10 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn resume_answer_within(&self) -> Duration {
+        Duration::from_secs(self.resume_answer_within_secs)
     }
 }
 

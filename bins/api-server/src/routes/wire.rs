@@ -64,6 +64,8 @@ pub struct GenerationStatusResponse {
     pub debug_id: Option<String>,
     /// When an unpaused sandbox of a READY job stops (last update + 1 h); null otherwise.
     pub sandbox_expires_at: Option<String>,
+    /// True while the sandbox is paused or pausing: the preview is not served and a resume works (it waits
+    /// for a pause in flight). The record's own `sandbox_paused` waits for the provider's confirmation.
     pub sandbox_paused: bool,
     /// Screenshots are not produced by Slipway: always null (kept for the front end).
     pub snapshot_url: Option<String>,
@@ -77,7 +79,7 @@ impl GenerationStatusResponse {
     pub fn from_job(job: &Job) -> Self {
         let expires = (job.status == JobStatus::Ready
             && job.sandbox_state.is_live()
-            && !job.sandbox_paused())
+            && !job.sandbox_state.leads_to_resume())
         .then(|| {
             let since = job.resumed_at.unwrap_or(job.updated_at).max(job.updated_at);
             iso(since + Duration::seconds(SANDBOX_LIFETIME_SECS))
@@ -91,7 +93,7 @@ impl GenerationStatusResponse {
             error_message: job.error_message.clone(),
             debug_id: job.debug_id.map(|d| d.to_string()),
             sandbox_expires_at: expires,
-            sandbox_paused: job.sandbox_paused(),
+            sandbox_paused: job.sandbox_state.leads_to_resume(),
             snapshot_url: None,
             docs_ready: false,
             status_message: job.status_message.clone(),
