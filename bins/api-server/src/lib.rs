@@ -36,7 +36,7 @@ pub use config::Config;
 pub use error::ApiError;
 pub use state::{AppState, Check, HealthCheck, JobCounts, Shared};
 
-use routes::{generation, health, jobs, lifecycle, projects};
+use routes::{generation, health, jobs, lifecycle, logs, projects};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/jobs", post(jobs::submit))
         .route("/api/jobs/{job_id}", get(jobs::get))
+        .route("/api/jobs/{job_id}/logs", get(logs::history))
         .route("/api/projects", post(projects::create).get(projects::list))
         .route(
             "/api/projects/{project_id}",
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         );
     let self_bounded = Router::new()
         .route("/api/generation/{job_id}/events", get(sse::events))
+        .route("/api/jobs/{job_id}/logs/stream", get(logs::stream))
         .route("/api/generation/{job_id}/resume", post(lifecycle::resume))
         .route(
             "/api/generation/{job_id}/snapshot",

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{generation, health, jobs, lifecycle, projects, wire};
+use crate::routes::{generation, health, jobs, lifecycle, logs, projects, wire};
 use crate::sse;
 
 #[derive(OpenApi)]
@@ -24,6 +24,8 @@ use crate::sse;
         projects::list,
         projects::get,
         projects::delete,
+        logs::history,
+        logs::stream,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -42,6 +44,8 @@ use crate::sse;
         wire::CreateProjectRequest,
         wire::ProjectResponse,
         wire::DeletedResponse,
+        logs::LogLineResponse,
+        logs::LogPageResponse,
     )),
     modifiers(&BearerAuth),
 )]

@@ -8,7 +8,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 use domain::ports::{
-    JobQueue, JobRepository, LiveJobStore, PreviewProbe, SandboxRuntime, UsageCounters,
+    JobQueue, JobRepository, LiveJobStore, LiveLog, LogArchive, PreviewProbe, SandboxRuntime,
+    UsageCounters,
 };
 use domain::usecases::activity::Activity;
 use domain::usecases::cancel::CancelDeps;
@@ -57,6 +58,10 @@ pub struct Shared {
     pub sandbox: Arc<dyn SandboxRuntime>,
     pub probe: Arc<dyn PreviewProbe>,
     pub health: Arc<dyn HealthCheck>,
+    /// Builds' live logs (Redis).
+    pub logs: Arc<dyn LiveLog>,
+    /// Finished builds' logs (Postgres).
+    pub log_archive: Arc<dyn LogArchive>,
     /// Resume (single-flight per job, bounded in time).
     pub resume: ResumeService,
     /// Snapshot (pause on request).

@@ -80,6 +80,11 @@ pub fn assemble(parts: Parts) -> Result<AppState, domain::ports::StoreError> {
         usage: Arc::new(RedisUsage::new(parts.redis.clone(), parts.redis_prefix)),
         sandbox: parts.sandbox,
         probe: parts.probe,
+        logs: Arc::new(infra_redis::RedisLiveLog::new(
+            store.clone(),
+            infra_redis::LiveLogLimits::default(),
+        )),
+        log_archive: Arc::new(infra_pg::PgLogArchive::new(parts.pool.clone())),
         health: Arc::new(BackendHealth {
             pool: parts.pool,
             redis: parts.redis,

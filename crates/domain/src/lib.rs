@@ -8,6 +8,7 @@ pub mod event;
 pub mod goal;
 pub mod ids;
 pub mod job;
+pub mod log;
 pub mod pause_policy;
 pub mod ports;
 pub mod sandbox_state;

@@ -180,6 +180,11 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
             generator: Arc::new(InstantGenerator),
             probe: Arc::new(InstantProbe),
             package_parser: Arc::new(job_worker::JsonPackageParser),
+            logs: Arc::new(infra_redis::RedisLiveLog::new(
+                RedisLiveStore::new(cx.redis.clone(), cx.prefix),
+                infra_redis::LiveLogLimits::default(),
+            )),
+            log_archive: Arc::new(infra_pg::PgLogArchive::new(worker_pool.clone())),
         },
     };
     let settings = job_worker::WorkerSettings {

@@ -122,6 +122,8 @@ async fn an_id_that_is_not_a_uuid_is_404_like_any_unknown_id() {
         ("POST", "/api/generation/not-a-uuid/resume", "Job not found"),
         ("GET", "/api/generation/not-a-uuid/events", "Job not found"),
         ("GET", "/api/jobs/not-a-uuid", "Job not found"),
+        ("GET", "/api/jobs/not-a-uuid/logs", "Job not found"),
+        ("GET", "/api/jobs/not-a-uuid/logs/stream", "Job not found"),
         ("GET", "/api/projects/not-a-uuid", "Project not found"),
         ("DELETE", "/api/projects/not-a-uuid", "Project not found"),
     ] {

@@ -105,6 +105,8 @@ impl Harness {
             generator,
             probe: Arc::new(HttpPreviewProbe::new().expect("probe")),
             package_parser: Arc::new(JsonPackageParser),
+            logs: Arc::new(domain::usecases::logs::MemoryLog::default()),
+            log_archive: Arc::new(domain::usecases::logs::MemoryLog::default()),
         }
     }
 

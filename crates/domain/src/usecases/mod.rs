@@ -4,6 +4,7 @@
 pub mod activity;
 pub mod cancel;
 pub mod framework;
+pub mod logs;
 pub mod output_tail;
 pub mod pipeline;
 pub mod preview;
