@@ -81,6 +81,12 @@ pub struct Config {
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 4096)]
     pub http_max_connections: usize,
 
+    /// How long a resume call waits for the sandbox, in seconds: past it, the call answers 503
+    /// `sandbox_unreachable` while the resume goes on (the next call joins it). Under the front end's 30 s
+    /// proxy.
+    #[arg(long, env = "RESUME_ANSWER_WITHIN_SECS", default_value_t = 25)]
+    pub resume_answer_within_secs: u64,
+
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
@@ -106,6 +112,11 @@ impl Config {
                 file_limit,
             ),
         }
+    }
+
+    /// How long a resume call waits before answering 503 while it goes on.
+    pub fn resume_answer_within(&self) -> Duration {
+        Duration::from_secs(self.resume_answer_within_secs)
     }
 }
 

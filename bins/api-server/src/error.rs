@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use domain::JobId;
+use domain::{JobId, ProjectId};
 
 use crate::serve::body_deadline::BodyExpired;
 
@@ -189,7 +189,9 @@ fn strip_prefix(text: &str) -> String {
     text.to_owned()
 }
 
-/// The `{job_id}` path segment, parsed: a value that is not a UUID is a 422 naming `job_id`.
+/// The `{job_id}` path segment, parsed: a value that is not a UUID names no job, so it is `Job not found`
+/// like any unknown id (the front end treats a 404 as "no such job"; a 422 would be a different answer for
+/// the same fact).
 #[derive(Debug, Clone, Copy)]
 pub struct JobIdPath(pub JobId);
 
@@ -197,14 +199,33 @@ impl<S: Send + Sync> FromRequestParts<S> for JobIdPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(raw) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|e: PathRejection| ApiError::Validation(e.body_text()))?;
+        let raw = path_segment(parts, state).await?;
         JobId::parse(&raw)
             .map(Self)
-            .map_err(|e| ApiError::Validation(e.to_string()))
+            .map_err(|_| ApiError::job_not_found())
     }
+}
+
+/// The `{project_id}` path segment, parsed: a value that is not a UUID is `Project not found`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProjectIdPath(pub ProjectId);
+
+impl<S: Send + Sync> FromRequestParts<S> for ProjectIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let raw = path_segment(parts, state).await?;
+        ProjectId::parse(&raw)
+            .map(Self)
+            .map_err(|_| ApiError::project_not_found())
+    }
+}
+
+async fn path_segment<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<String, ApiError> {
+    let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|e: PathRejection| ApiError::Validation(e.body_text()))?;
+    Ok(raw)
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ pub use error::ApiError;
 pub use serve::ServeLimits;
 pub use state::{AppState, Check, HealthCheck, JobCounts, Shared};
 
-use routes::{generation, health, jobs, lifecycle, projects};
+use routes::{generation, health, jobs, lifecycle, logs, projects};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -59,7 +59,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/jobs", post(jobs::submit))
         .route("/api/jobs/{job_id}", get(jobs::get))
+        .route("/api/jobs/{job_id}/logs", get(logs::history))
         .route("/api/projects", post(projects::create).get(projects::list))
+        .route(
+            "/api/projects/{project_id}",
+            get(projects::get).delete(projects::delete),
+        )
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -71,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         );
     let self_bounded = Router::new()
         .route("/api/generation/{job_id}/events", get(sse::events))
+        .route("/api/jobs/{job_id}/logs/stream", get(logs::stream))
         .route("/api/generation/{job_id}/resume", post(lifecycle::resume))
         .route(
             "/api/generation/{job_id}/snapshot",

@@ -104,6 +104,7 @@ pub fn register() {
     let _ = metrics::gauge!(READY_UNPAUSED_IDLE);
     let _ = metrics::gauge!(QUEUE_OLDEST);
     let _ = metrics::gauge!(SSE_STREAMS, "stream" => EVENTS_STREAM);
+    let _ = metrics::gauge!(SSE_STREAMS, "stream" => LOGS_STREAM);
     bin_support::metrics::register_sandbox_ops();
 }
 
@@ -203,6 +204,8 @@ pub fn set_status_cache(stats: infra_redis::CacheStats) {
 
 /// The `stream` label of the job event streams (`GET /api/generation/{job_id}/events`).
 pub const EVENTS_STREAM: &str = "events";
+/// The `stream` label of `/api/jobs/{job_id}/logs/stream`.
+pub const LOGS_STREAM: &str = "logs";
 
 /// Counts one open Server-Sent Events stream in `slipway_sse_streams{stream}` until it is dropped.
 pub struct OpenStream(&'static str);

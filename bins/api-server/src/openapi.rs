@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{generation, health, jobs, lifecycle, projects, wire};
+use crate::routes::{generation, health, jobs, lifecycle, logs, projects, wire};
 use crate::sse;
 
 #[derive(OpenApi)]
@@ -22,6 +22,10 @@ use crate::sse;
         jobs::get,
         projects::create,
         projects::list,
+        projects::get,
+        projects::delete,
+        logs::history,
+        logs::stream,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -39,6 +43,9 @@ use crate::sse;
         wire::UsageResponse,
         wire::CreateProjectRequest,
         wire::ProjectResponse,
+        wire::DeletedResponse,
+        logs::LogLineResponse,
+        logs::LogPageResponse,
     )),
     modifiers(&BearerAuth),
 )]

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use domain::ports::{JobQueue, JobRepository, LiveJobStore, PreviewProbe, SandboxRuntime};
+use domain::ports::{
+    JobQueue, JobRepository, LiveJobStore, LiveLog, LogArchive, PreviewProbe, SandboxRuntime,
+};
 use domain::usecases::activity::Activity;
 use domain::usecases::cancel::CancelDeps;
 use domain::usecases::resume::ResumeService;
@@ -54,6 +56,10 @@ pub struct Shared {
     pub sandbox: Arc<dyn SandboxRuntime>,
     pub probe: Arc<dyn PreviewProbe>,
     pub health: Arc<dyn HealthCheck>,
+    /// Builds' live logs (Redis).
+    pub logs: Arc<dyn LiveLog>,
+    /// Finished builds' logs (Postgres).
+    pub log_archive: Arc<dyn LogArchive>,
     /// Resume (single-flight per job, bounded in time).
     pub resume: ResumeService,
     /// Snapshot (pause on request).

@@ -36,6 +36,8 @@ pub struct Parts {
     pub probe: Arc<dyn PreviewProbe>,
     pub request_timeout: Duration,
     pub sse_heartbeat: Duration,
+    /// Resume's time budget (its answer bound comes from the configuration).
+    pub resume: ResumeConfig,
 }
 
 /// Builds the state over a connected pool and Redis client. Must run inside a tokio runtime (the status
@@ -55,7 +57,7 @@ pub fn assemble(parts: Parts) -> Result<AppState, domain::ports::StoreError> {
             probe: parts.probe.clone(),
             package_json: Arc::new(JsonPackageParser),
         },
-        ResumeConfig::default(),
+        parts.resume,
     );
     let snapshot = SnapshotService::new(
         SnapshotDeps {
@@ -77,6 +79,11 @@ pub fn assemble(parts: Parts) -> Result<AppState, domain::ports::StoreError> {
         )),
         sandbox: parts.sandbox,
         probe: parts.probe,
+        logs: Arc::new(infra_redis::RedisLiveLog::new(
+            store.clone(),
+            infra_redis::LiveLogLimits::default(),
+        )),
+        log_archive: Arc::new(infra_pg::PgLogArchive::new(parts.pool.clone())),
         health: Arc::new(BackendHealth {
             pool: parts.pool,
             redis: parts.redis,
@@ -125,6 +132,10 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         probe: Arc::new(probe),
         request_timeout: config.request_timeout(),
         sse_heartbeat: crate::SSE_HEARTBEAT,
+        resume: ResumeConfig {
+            answer_within: config.resume_answer_within(),
+            ..ResumeConfig::default()
+        },
     })
     .context("building the status cache's Redis client (REDIS_URL)")
 }

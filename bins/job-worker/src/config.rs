@@ -109,6 +109,10 @@ pub struct Config {
     #[arg(long, env = "IDLE_PAUSE_SECS", default_value_t = 600)]
     pub idle_pause_secs: u64,
 
+    /// Days a finished build's archived log is kept (0 keeps them forever). Purged hourly by every worker.
+    #[arg(long, env = "LOG_RETENTION_DAYS", default_value_t = 30)]
+    pub log_retention_days: u64,
+
     /// Seconds between two reconciler passes (0 turns the reconciler off in this process).
     #[arg(long, env = "RECONCILE_INTERVAL_SECS", default_value_t = 15)]
     pub reconcile_interval_secs: u64,
@@ -181,6 +185,12 @@ impl Config {
 
 impl Config {
     /// The reconciler's policy: this deployment's pause policy and intervals, defaults otherwise.
+    /// How long archived logs are kept; `None`: forever.
+    pub fn log_retention(&self) -> Option<Duration> {
+        (self.log_retention_days > 0)
+            .then(|| Duration::from_secs(self.log_retention_days * 24 * 3600))
+    }
+
     pub fn reconcile_config(&self) -> ReconcileConfig {
         let secs = Duration::from_secs;
         ReconcileConfig {

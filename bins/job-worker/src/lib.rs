@@ -18,7 +18,7 @@ mod worker;
 
 pub use bin_support::{init_telemetry, JsonPackageParser};
 pub use config::Config;
-pub use reconciler::run_reconciler;
+pub use reconciler::{run_log_retention, run_reconciler};
 pub use stage_timer::StageTimer;
 pub use worker::{run, WorkerDeps, WorkerSettings};
 

@@ -34,6 +34,13 @@ async fn main() -> ExitCode {
         if let Some(addr) = config.metrics_addr {
             serve_metrics(addr, shutdown.clone()).await?;
         }
+        let retention = config.log_retention().map(|keep| {
+            tokio::spawn(job_worker::run_log_retention(
+                wired.worker.pipeline.log_archive.clone(),
+                keep,
+                shutdown.clone(),
+            ))
+        });
         let reconcile = async {
             if config.reconcile_interval_secs > 0 {
                 let every = Duration::from_secs(config.reconcile_interval_secs);
@@ -48,6 +55,9 @@ async fn main() -> ExitCode {
             result
         };
         let (built, ()) = tokio::join!(builds, reconcile);
+        if let Some(retention) = retention {
+            let _ = retention.await;
+        }
         built
     };
     match run.await {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::ports::StepLock;
+use domain::ports::{LogArchive, StepLock};
 use domain::usecases::reconcile::{step, Reconciler, RunReport, StepRun};
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +29,32 @@ pub async fn run_reconciler(
         }
     }
     tracing::info!("reconciler stopped");
+}
+
+/// How often archived logs past their retention are purged.
+const LOG_PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// Deletes archived build logs older than `retention`, at once and then every hour, until `shutdown`.
+/// Idempotent, so every worker may run it.
+#[tracing::instrument(name = "log_retention", skip_all)]
+pub async fn run_log_retention(
+    archive: Arc<dyn LogArchive>,
+    retention: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match archive.purge(retention).await {
+            Ok(0) => {}
+            Ok(purged) => {
+                tracing::info!(purged, "archived build logs past their retention deleted")
+            }
+            Err(error) => tracing::warn!(error = %error, "archived build logs not purged"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(LOG_PURGE_EVERY) => {}
+        }
+    }
 }
 
 /// Counts what each step changed and how long it took.

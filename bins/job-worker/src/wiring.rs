@@ -8,8 +8,8 @@ use domain::ports::{CodeGenerator, JobQueue, StepLock};
 use domain::usecases::pipeline::PipelineDeps;
 use domain::usecases::reconcile::{ReconcileDeps, Reconciler};
 use infra_local::{CommandGenerator, TemplateGenerator};
-use infra_pg::PgJobRepository;
-use infra_redis::{RedisLiveStore, RedisQueue, RedisStepLock};
+use infra_pg::{PgJobRepository, PgLogArchive};
+use infra_redis::{LiveLogLimits, RedisLiveLog, RedisLiveStore, RedisQueue, RedisStepLock};
 
 use crate::config::{Config, GeneratorKind};
 use crate::stage_timer::StageTimer;
@@ -41,7 +41,10 @@ pub async fn build_all(config: &Config) -> anyhow::Result<Wired> {
         .await
         .context("could not connect to redis (REDIS_URL)")?;
     let prefix = config.redis_prefix.clone();
+    let log_store = RedisLiveStore::new(redis.clone(), prefix.clone());
     let pipeline = PipelineDeps {
+        logs: Arc::new(RedisLiveLog::new(log_store, LiveLogLimits::default())),
+        log_archive: Arc::new(PgLogArchive::new(pool.clone())),
         repo: Arc::new(PgJobRepository::new(pool)),
         live: Arc::new(StageTimer::new(Arc::new(
             RedisLiveStore::new(redis.clone(), prefix.clone()).remembering_writes(REMEMBERED_JOBS),

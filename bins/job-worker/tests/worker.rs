@@ -66,6 +66,8 @@ impl Env {
                 generator: Arc::new(TemplateGenerator),
                 probe: Arc::new(FixedProbe(probe_status)),
                 package_parser: Arc::new(JsonPackageParser),
+                logs: Arc::new(domain::usecases::logs::MemoryLog::default()),
+                log_archive: Arc::new(domain::usecases::logs::MemoryLog::default()),
             },
             queue: self.queue.clone(),
         }
@@ -125,6 +127,8 @@ impl Env {
                 id: ProjectId::new(),
                 user_id: user.clone(),
                 name: "todo".into(),
+                description: String::new(),
+                github_repo: None,
             })
             .await
             .unwrap();

@@ -88,6 +88,50 @@ pub struct NewProject {
     pub id: ProjectId,
     pub user_id: UserId,
     pub name: String,
+    /// What the founder wrote about it; empty when nothing was given.
+    pub description: String,
+    pub github_repo: Option<String>,
+}
+
+impl NewProject {
+    /// A project with only a name.
+    pub fn named(user_id: UserId, name: impl Into<String>) -> Self {
+        Self {
+            id: ProjectId::new(),
+            user_id,
+            name: name.into(),
+            description: String::new(),
+            github_repo: None,
+        }
+    }
+}
+
+/// A project's lifecycle. `Parked` exists in the front end's vocabulary (a project set aside); Slipway never
+/// parks one itself. `Deleted` is the soft delete: hidden from the list, no new builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectStatus {
+    Active,
+    Parked,
+    Deleted,
+}
+
+impl ProjectStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Parked => "parked",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "parked" => Some(Self::Parked),
+            "deleted" => Some(Self::Deleted),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +139,9 @@ pub struct Project {
     pub id: ProjectId,
     pub user_id: UserId,
     pub name: String,
+    pub description: String,
+    pub github_repo: Option<String>,
+    pub status: ProjectStatus,
     pub created_at: DateTime<Utc>,
     /// The N of the project's latest `build_v0_N`; 0 before its first READY build.
     pub last_build_version: u32,
@@ -113,7 +160,17 @@ impl Project {
 pub struct ProjectSummary {
     pub project: Project,
     pub latest_job_id: Option<JobId>,
-    pub sandbox_paused: bool,
+    /// The sandbox state of that job.
+    pub latest_sandbox_state: Option<SandboxState>,
+}
+
+impl ProjectSummary {
+    /// What the dashboard is told: whether the latest READY job's preview must be resumed first
+    /// ([`SandboxState::leads_to_resume`]).
+    pub fn sandbox_paused(&self) -> bool {
+        self.latest_sandbox_state
+            .is_some_and(SandboxState::leads_to_resume)
+    }
 }
 
 #[cfg(test)]

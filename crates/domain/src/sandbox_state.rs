@@ -65,6 +65,15 @@ impl SandboxState {
         self == SandboxState::Paused
     }
 
+    /// What the front end is told as `sandbox_paused`: paused, or pausing (the preview is no longer served
+    /// and a resume will work: it waits for the pause, then resumes). Postgres records `sandbox_paused`
+    /// only once the provider confirmed ([`SandboxState::is_paused`]); the front end must be led to its
+    /// Resume path from the moment the pause starts, or a poll landing between READY and the confirmation
+    /// leaves it on a blocked preview with no Resume button.
+    pub fn leads_to_resume(self) -> bool {
+        matches!(self, SandboxState::Paused | SandboxState::Pausing)
+    }
+
     /// The provider may still be billing for it.
     pub fn is_live(self) -> bool {
         !matches!(

@@ -310,6 +310,29 @@ impl JobRepository for PgJobRepository {
 
     #[tracing::instrument(skip_all, fields(user_id = %user), err)]
     async fn list_projects(&self, user: &UserId) -> Result<Vec<ProjectSummary>, RepoError> {
-        leased!(self, |conn| project_queries::list(conn, user))
+        leased!(self, |conn| project_queries::summaries(conn, user, None))
+    }
+
+    #[tracing::instrument(skip_all, fields(project_id = %id, user_id = %user), err)]
+    async fn get_project_summary(
+        &self,
+        id: ProjectId,
+        user: &UserId,
+    ) -> Result<Option<ProjectSummary>, RepoError> {
+        let found = leased!(self, |conn| project_queries::summaries(
+            conn,
+            user,
+            Some(id)
+        ))?;
+        Ok(found.into_iter().next())
+    }
+
+    #[tracing::instrument(skip_all, fields(project_id = %id, user_id = %user), err)]
+    async fn delete_project(
+        &self,
+        id: ProjectId,
+        user: &UserId,
+    ) -> Result<Option<Project>, RepoError> {
+        leased!(self, |conn| project_queries::delete(conn, id, user))
     }
 }

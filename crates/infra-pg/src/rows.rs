@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 use domain::ports::{PageAfter, RepoError};
 use domain::{
-    DebugId, Job, JobId, JobStatus, Project, ProjectId, SandboxId, SandboxState, Tier, UserId,
+    DebugId, Job, JobId, JobStatus, Project, ProjectId, ProjectStatus, SandboxId, SandboxState,
+    Tier, UserId,
 };
 use uuid::Uuid;
 
@@ -125,6 +126,9 @@ pub(crate) struct ProjectRow {
     pub(crate) id: Uuid,
     pub(crate) user_id: String,
     pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) github_repo: Option<String>,
+    pub(crate) status: String,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) last_build_version: i32,
 }
@@ -137,6 +141,10 @@ impl TryFrom<ProjectRow> for Project {
             id: ProjectId::from_uuid(r.id),
             user_id: UserId::try_from(r.user_id).map_err(|e| corrupt("user_id", e))?,
             name: r.name,
+            description: r.description,
+            github_repo: r.github_repo,
+            status: ProjectStatus::parse(&r.status)
+                .ok_or_else(|| corrupt("projects.status", &r.status))?,
             created_at: r.created_at,
             last_build_version: u32::try_from(r.last_build_version)
                 .map_err(|e| corrupt("last_build_version", e))?,

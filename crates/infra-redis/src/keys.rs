@@ -32,6 +32,16 @@ impl Keys {
         format!("{}:job:{{{id}}}:events", self.prefix)
     }
 
+    /// `<prefix>:job:{<id>}:logs`: the job's live log, a capped stream.
+    pub fn job_logs(&self, id: JobId) -> String {
+        format!("{}:job:{{{id}}}:logs", self.prefix)
+    }
+
+    /// `<prefix>:job:{<id>}:logs:new`: the pub/sub channel that wakes the log's followers after each append.
+    pub fn job_logs_wake(&self, id: JobId) -> String {
+        format!("{}:job:{{{id}}}:logs:new", self.prefix)
+    }
+
     /// `<prefix>:jobs:failed`: the pub/sub channel every job's `failed` event is published on as well.
     pub fn job_failures(&self) -> String {
         format!("{}:jobs:failed", self.prefix)

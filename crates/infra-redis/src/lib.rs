@@ -20,7 +20,10 @@ mod script;
 pub use config::{connect, ConnectError, RedisConfig};
 pub use fred::prelude::Client;
 pub use keys::Keys;
-pub use live::{event_from_json, event_to_json, CacheStats, CachedLiveStore, RedisLiveStore};
+pub use live::{
+    event_from_json, event_to_json, CacheStats, CachedLiveStore, LiveLogLimits, RedisLiveLog,
+    RedisLiveStore,
+};
 #[cfg(feature = "local-cluster")]
 pub use local_cluster::{LocalCluster, LocalClusterError};
 pub use lock::RedisStepLock;

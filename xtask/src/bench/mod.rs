@@ -11,6 +11,7 @@
 mod events;
 mod http_load;
 pub mod instant_runtime;
+mod log_stream;
 mod report;
 mod scenarios;
 mod seed;

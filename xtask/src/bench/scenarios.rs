@@ -24,7 +24,7 @@ use super::stack::{ApiServer, DATABASE, SECRET};
 use super::stats::{
     machine_busy_seconds, redis_counters, settled_pg_counters, StackCpu, OWN_COMMITS,
 };
-use super::{events, report, status_reads, throughput, Sizes};
+use super::{events, log_stream, report, status_reads, throughput, Sizes};
 
 /// The report's last note: the history of changes, with their figures before and after, is kept in the docs
 /// (earlier runs are not this run's to report).
@@ -151,6 +151,22 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
     }
     let events = events::run(&api.base, &token, &stores, &streamed).await?;
 
+    // 4b. Build logs: a line written by the pipeline's log writer to its SSE delivery, 200 streams.
+    eprintln!("bench: log streams: {}", log_stream::STREAMS);
+    let mut logged = Vec::with_capacity(log_stream::STREAMS);
+    for n in 0..log_stream::STREAMS {
+        logged.push(
+            seed::queued_job(&stores, &user, projects[n % projects.len()])
+                .await?
+                .id,
+        );
+    }
+    let live_log: Arc<dyn domain::ports::LiveLog> = Arc::new(infra_redis::RedisLiveLog::new(
+        RedisLiveStore::new(cx.redis.clone(), cx.prefix),
+        infra_redis::LiveLogLimits::default(),
+    ));
+    let log_lines = log_stream::run(&api.base, &token, live_log, &logged).await?;
+
     // 2. Job throughput.
     eprintln!(
         "bench: throughput: {} jobs over {} projects, worker concurrency {}",
@@ -180,6 +196,11 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
             generator: Arc::new(InstantGenerator),
             probe: Arc::new(InstantProbe),
             package_parser: Arc::new(job_worker::JsonPackageParser),
+            logs: Arc::new(infra_redis::RedisLiveLog::new(
+                RedisLiveStore::new(cx.redis.clone(), cx.prefix),
+                infra_redis::LiveLogLimits::default(),
+            )),
+            log_archive: Arc::new(infra_pg::PgLogArchive::new(worker_pool.clone())),
         },
     };
     let settings = job_worker::WorkerSettings {
@@ -375,6 +396,28 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
         events.missing == 0,
     );
 
+    let s = "build logs";
+    table.info(
+        s,
+        "streams open (delivered)",
+        format!("{} ({})", log_lines.streams, log_lines.delivered),
+    );
+    table.info(s, "line to SSE p50", ms(log_lines.latency.p50_ms));
+    table.check(
+        s,
+        "line to SSE p99",
+        ms(log_lines.latency.p99_ms),
+        "≤ 50 ms",
+        log_lines.latency.p99_ms <= 50.0,
+    );
+    table.check(
+        s,
+        "missing lines",
+        log_lines.missing.to_string(),
+        "0",
+        log_lines.missing == 0,
+    );
+
     let rss = api.peak_rss_mib();
     let shown =
         |rss: Option<f64>| rss.map_or_else(|| "unknown".to_owned(), |mib| format!("{mib:.1} MiB"));
@@ -455,6 +498,7 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
         },
         "pause": {"latency": pause, "one_at_a_time": solo, "one_at_a_time_jobs": solo_count, "runtime_pauses": pauses, "runtime_pause_mean_ns": runtime_pause.as_nanos() as u64},
         "events": events,
+        "log_stream": log_lines,
     });
     let title = format!("Slipway bench ({})", sizes.mode);
     report::write(cx.out_dir, &title, &table, &notes, &raw)?;

@@ -35,6 +35,8 @@ pub async fn projects(
             id: ProjectId::new(),
             user_id: user.clone(),
             name: format!("bench project {n}"),
+            description: String::new(),
+            github_repo: None,
         };
         stores
             .repo

@@ -151,7 +151,8 @@ pub async fn preview_check(
     if let Err(error) = state.activity.touch_if_running(&job).await {
         tracing::warn!(job_id = %id, error = %error, "preview activity not recorded");
     }
-    let verdict = if job.sandbox_paused() {
+    // As the status answer says at the same instant: paused, or pausing (about to be).
+    let verdict = if job.sandbox_state.leads_to_resume() {
         preview_check::Verdict::not("Sandbox is paused")
     } else {
         preview_check::judge(state.probe.get(&url).await)

@@ -4,6 +4,7 @@ pub mod generation;
 pub mod health;
 pub mod jobs;
 pub mod lifecycle;
+pub mod logs;
 pub mod projects;
 pub mod wire;
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use domain::ports::DailyUsage;
-use domain::{Job, JobGoal, JobStatus, Project, ProjectId, ProjectSummary};
+use domain::{Job, JobGoal, JobStatus, NewProject, Project, ProjectId, ProjectSummary, UserId};
 
 use crate::error::ApiError;
 
@@ -64,6 +64,8 @@ pub struct GenerationStatusResponse {
     pub debug_id: Option<String>,
     /// When an unpaused sandbox of a READY job stops (last update + 1 h); null otherwise.
     pub sandbox_expires_at: Option<String>,
+    /// True while the sandbox is paused or pausing: the preview is not served and a resume works (it waits
+    /// for a pause in flight). The record's own `sandbox_paused` waits for the provider's confirmation.
     pub sandbox_paused: bool,
     /// Screenshots are not produced by Slipway: always null (kept for the front end).
     pub snapshot_url: Option<String>,
@@ -77,7 +79,7 @@ impl GenerationStatusResponse {
     pub fn from_job(job: &Job) -> Self {
         let expires = (job.status == JobStatus::Ready
             && job.sandbox_state.is_live()
-            && !job.sandbox_paused())
+            && !job.sandbox_state.leads_to_resume())
         .then(|| {
             let since = job.resumed_at.unwrap_or(job.updated_at).max(job.updated_at);
             iso(since + Duration::seconds(SANDBOX_LIFETIME_SECS))
@@ -91,7 +93,7 @@ impl GenerationStatusResponse {
             error_message: job.error_message.clone(),
             debug_id: job.debug_id.map(|d| d.to_string()),
             sandbox_expires_at: expires,
-            sandbox_paused: job.sandbox_paused(),
+            sandbox_paused: job.sandbox_state.leads_to_resume(),
             snapshot_url: None,
             docs_ready: false,
             status_message: job.status_message.clone(),
@@ -176,10 +178,19 @@ pub struct JobStatusResponse {
 pub struct CreateProjectRequest {
     /// 1 to 200 characters.
     pub name: String,
+    /// Up to 10,000 characters; empty when absent.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `owner/name` of a GitHub repository, kept as given (Slipway does not use it).
+    #[serde(default)]
+    pub github_repo: Option<String>,
 }
 
+/// Longest project description accepted, in characters.
+pub const MAX_PROJECT_DESCRIPTION_CHARS: usize = 10_000;
+
 impl CreateProjectRequest {
-    pub fn parse(self) -> Result<String, ApiError> {
+    pub fn parse(self, user_id: UserId) -> Result<NewProject, ApiError> {
         let name = self.name.trim();
         if name.is_empty() {
             return Err(ApiError::Validation("name must not be empty".into()));
@@ -195,18 +206,68 @@ impl CreateProjectRequest {
                 "name must not contain NUL characters".into(),
             ));
         }
-        Ok(name.to_owned())
+        let description = self.description.unwrap_or_default();
+        if description.chars().count() > MAX_PROJECT_DESCRIPTION_CHARS {
+            return Err(ApiError::Validation(format!(
+                "description is longer than {MAX_PROJECT_DESCRIPTION_CHARS} characters"
+            )));
+        }
+        if description.contains('\0') {
+            return Err(ApiError::Validation(
+                "description must not contain NUL characters".into(),
+            ));
+        }
+        let github_repo = self
+            .github_repo
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty());
+        if github_repo
+            .as_ref()
+            .is_some_and(|r| r.chars().count() > MAX_PROJECT_NAME_CHARS)
+        {
+            return Err(ApiError::Validation(format!(
+                "github_repo is longer than {MAX_PROJECT_NAME_CHARS} characters"
+            )));
+        }
+        if github_repo.as_ref().is_some_and(|r| r.contains('\0')) {
+            return Err(ApiError::Validation(
+                "github_repo must not contain NUL characters".into(),
+            ));
+        }
+        Ok(NewProject {
+            description,
+            github_repo,
+            ..NewProject::named(user_id, name)
+        })
     }
 }
 
+/// A project as the front end reads it: the 13 fields of the Python API's `ProjectResponse`, in every
+/// project route. The `has_*` flags and `stage_number` belong to parts of the product Slipway does not have
+/// (decision gates, understanding sessions, briefs, execution plans, stages): always false and null.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProjectResponse {
     pub id: String,
     pub name: String,
+    pub description: String,
+    pub github_repo: Option<String>,
     pub created_at: String,
+    /// `active`, `parked` or `deleted`.
+    pub status: String,
+    /// Always null (no stages in Slipway).
+    pub stage_number: Option<i32>,
+    /// Always false.
+    pub has_pending_gate: bool,
+    /// Always false.
+    pub has_understanding_session: bool,
+    /// Always false.
+    pub has_brief: bool,
+    /// Always false.
+    pub has_execution_plan: bool,
     /// The latest READY job of the project.
     pub latest_job_id: Option<String>,
-    /// Whether that job's sandbox is paused (the dashboard's Resume button).
+    /// Whether that job's preview must be resumed first (its sandbox paused, or pausing): the dashboard's
+    /// Resume button.
     pub sandbox_paused: bool,
 }
 
@@ -215,7 +276,15 @@ impl ProjectResponse {
         Self {
             id: project.id.to_string(),
             name: project.name.clone(),
+            description: project.description.clone(),
+            github_repo: project.github_repo.clone(),
             created_at: iso(project.created_at),
+            status: project.status.as_str().to_owned(),
+            stage_number: None,
+            has_pending_gate: false,
+            has_understanding_session: false,
+            has_brief: false,
+            has_execution_plan: false,
             latest_job_id: None,
             sandbox_paused: false,
         }
@@ -224,10 +293,17 @@ impl ProjectResponse {
     pub fn from_summary(s: &ProjectSummary) -> Self {
         Self {
             latest_job_id: s.latest_job_id.map(|id| id.to_string()),
-            sandbox_paused: s.sandbox_paused,
+            sandbox_paused: s.sandbox_paused(),
             ..Self::new(&s.project)
         }
     }
+}
+
+/// `DELETE /api/projects/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedResponse {
+    /// Always `deleted`.
+    pub status: String,
 }
 
 #[cfg(test)]

@@ -133,25 +133,34 @@ async fn a_body_without_json_content_type_is_refused() {
 }
 
 #[tokio::test]
-async fn a_job_id_that_is_not_a_uuid_is_422_naming_job_id() {
+async fn an_id_that_is_not_a_uuid_is_404_like_any_unknown_id() {
     let app = spawn_app().await;
-    for (method, path) in [
-        ("GET", "/api/generation/not-a-uuid/status"),
-        ("POST", "/api/generation/not-a-uuid/cancel"),
-        ("GET", "/api/generation/not-a-uuid/preview-check"),
-        ("GET", "/api/generation/not-a-uuid/events"),
-        ("GET", "/api/jobs/not-a-uuid"),
+    for (method, path, detail) in [
+        ("GET", "/api/generation/not-a-uuid/status", "Job not found"),
+        ("POST", "/api/generation/not-a-uuid/cancel", "Job not found"),
+        (
+            "GET",
+            "/api/generation/not-a-uuid/preview-check",
+            "Job not found",
+        ),
+        ("POST", "/api/generation/not-a-uuid/resume", "Job not found"),
+        ("GET", "/api/generation/not-a-uuid/events", "Job not found"),
+        ("GET", "/api/jobs/not-a-uuid", "Job not found"),
+        ("GET", "/api/jobs/not-a-uuid/logs", "Job not found"),
+        ("GET", "/api/jobs/not-a-uuid/logs/stream", "Job not found"),
+        ("GET", "/api/projects/not-a-uuid", "Project not found"),
+        ("DELETE", "/api/projects/not-a-uuid", "Project not found"),
     ] {
-        let req = if method == "GET" {
-            app.client.get(app.url(path))
-        } else {
-            app.client.post(app.url(path))
+        let req = match method {
+            "GET" => app.client.get(app.url(path)),
+            "DELETE" => app.client.delete(app.url(path)),
+            _ => app.client.post(app.url(path)),
         };
         let resp = req.bearer_auth(token(ALICE)).send().await.unwrap();
-        let detail = error_detail(resp, 422).await;
-        assert!(
-            detail.as_str().unwrap().contains("job_id"),
-            "{path}: {detail}"
+        assert_eq!(
+            error_detail(resp, 404).await,
+            Value::from(detail),
+            "{method} {path}"
         );
     }
 }

@@ -10,7 +10,7 @@ use domain::{DebugId, JobStatus, SandboxState, TierTable};
 use crate::helpers::{
     error_detail, eventually, probe_answer, spawn_app, spawn_app_with, AppOptions, TestApp,
 };
-use crate::support::{advance, make_ready, pause};
+use crate::support::{advance, make_ready, pause, set_sandbox};
 
 const ALICE: &str = "user_alice";
 const BOB: &str = "user_bob";
@@ -458,4 +458,43 @@ async fn preview_check_refuses_framing_headers_errors_and_unreachable_previews()
             "{url}: {body}"
         );
     }
+}
+
+/// The front end stops polling at READY: whichever instant its last poll lands on, between READY and the
+/// provider's confirmation of the pause, status, preview-check and the project must lead it to Resume.
+#[tokio::test]
+async fn while_the_pause_is_in_flight_every_answer_leads_to_resume() {
+    let app = spawn_app().await;
+    let id = app.start_job(ALICE).await;
+    make_ready(&app, id, "https://3000-sbx.example").await;
+    let project = app.job_row(id).await.project_id;
+    set_sandbox(&app, id, SandboxState::Pausing).await;
+
+    let status = status_body(&app, id).await;
+    assert_eq!(status["sandbox_state"], "pausing");
+    assert_eq!(status["sandbox_paused"], Value::Bool(true));
+    assert!(
+        status["sandbox_expires_at"].is_null(),
+        "null while (about to be) paused"
+    );
+
+    let check: Value = app
+        .get(&format!("/api/generation/{id}/preview-check"), ALICE)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(check["embeddable"], Value::Bool(false));
+    assert_eq!(check["reason"], "Sandbox is paused");
+
+    let read: Value = app
+        .get(&format!("/api/projects/{project}"), ALICE)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["sandbox_paused"], Value::Bool(true));
+
+    // Postgres still says not paused until the provider confirms.
+    assert!(!app.job_row(id).await.sandbox_paused());
 }

@@ -145,6 +145,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         probe: Arc::new(options.probe),
         request_timeout: options.request_timeout,
         sse_heartbeat: options.sse_heartbeat,
+        resume: domain::usecases::resume::ResumeConfig::default(),
     })
     .expect("state");
     let shared = Arc::get_mut(&mut state).expect("the state is not shared yet");

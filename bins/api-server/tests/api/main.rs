@@ -9,6 +9,7 @@ mod health;
 mod helpers;
 mod jobs;
 mod lifecycle;
+mod logs;
 mod projects;
 mod sse_reader;
 mod support;

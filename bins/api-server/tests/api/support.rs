@@ -69,6 +69,11 @@ pub async fn make_ready(app: &TestApp, id: JobId, preview_url: &str) -> Job {
 
 /// Records the job's sandbox as paused (Postgres, then the hash).
 pub async fn pause(app: &TestApp, id: JobId) -> Job {
+    set_sandbox(app, id, SandboxState::Paused).await
+}
+
+/// Records the job's sandbox in `state` (Postgres, then the hash), as the worker's pause does.
+pub async fn set_sandbox(app: &TestApp, id: JobId, state: SandboxState) -> Job {
     let job = app.job_row(id).await;
     let paused = app
         .state
@@ -77,7 +82,7 @@ pub async fn pause(app: &TestApp, id: JobId) -> Job {
             id,
             SandboxStateUpdate {
                 expected_version: job.sandbox_state_version,
-                state: SandboxState::Paused,
+                state,
                 preview_url: None,
             },
         )

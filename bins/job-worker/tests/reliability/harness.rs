@@ -105,6 +105,8 @@ impl Harness {
             generator,
             probe: Arc::new(HttpPreviewProbe::new().expect("probe")),
             package_parser: Arc::new(JsonPackageParser),
+            logs: Arc::new(domain::usecases::logs::MemoryLog::default()),
+            log_archive: Arc::new(domain::usecases::logs::MemoryLog::default()),
         }
     }
 
@@ -156,6 +158,8 @@ impl Harness {
                 id: ProjectId::new(),
                 user_id: user.clone(),
                 name: "todo".into(),
+                description: String::new(),
+                github_repo: None,
             })
             .await
             .expect("project");

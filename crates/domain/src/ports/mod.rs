@@ -4,6 +4,7 @@
 pub mod generator;
 pub mod live_store;
 pub mod lock;
+pub mod logs;
 pub mod probe;
 pub mod queue;
 pub mod repository;
@@ -13,6 +14,7 @@ pub mod usage;
 pub use generator::{CodeGenerator, GeneratedFile, GeneratedFiles, GeneratorError};
 pub use live_store::{EventStream, LiveJobStore, StoreError};
 pub use lock::{LockGuardToken, StepLock};
+pub use logs::{ArchivedLog, LiveLog, LogArchive, LogError, LogWakeups};
 pub use probe::{PreviewProbe, ProbeError, ProbeResponse, ProxyAnswer};
 pub use queue::{JobQueue, Lease, QueueError, QueuedJob};
 pub use repository::{

@@ -213,6 +213,22 @@ pub trait JobRepository: Send + Sync {
         user: &UserId,
     ) -> Result<Option<Project>, RepoError>;
 
-    /// A user's projects with their latest READY job and whether its sandbox is paused.
+    /// A user's projects that are not deleted, newest first, with their latest READY job and its sandbox
+    /// state.
     async fn list_projects(&self, user: &UserId) -> Result<Vec<ProjectSummary>, RepoError>;
+
+    /// One project as [`JobRepository::list_projects`] describes it, whatever its status, if `user` owns it.
+    async fn get_project_summary(
+        &self,
+        id: ProjectId,
+        user: &UserId,
+    ) -> Result<Option<ProjectSummary>, RepoError>;
+
+    /// Soft-deletes a project `user` owns (status `deleted`; repeating it is harmless). `None` when the
+    /// user owns no such project.
+    async fn delete_project(
+        &self,
+        id: ProjectId,
+        user: &UserId,
+    ) -> Result<Option<Project>, RepoError>;
 }

@@ -126,7 +126,7 @@ async fn publish(deps: CancelDeps<'_>, job: &Job) {
 
 /// Kills the job's sandbox when one is recorded and live, and records `killed`. Failures are logged: the
 /// reconciler kills sandboxes of failed jobs that are still live.
-async fn kill_sandbox(deps: CancelDeps<'_>, job: Job) -> Job {
+pub(crate) async fn kill_sandbox(deps: CancelDeps<'_>, job: Job) -> Job {
     let Some(sandbox_id) = job.sandbox_id.clone() else {
         return job;
     };

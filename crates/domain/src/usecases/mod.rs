@@ -4,9 +4,11 @@
 pub mod activity;
 pub mod cancel;
 pub mod framework;
+pub mod logs;
 pub mod output_tail;
 pub mod pipeline;
 pub mod preview;
+pub mod project;
 pub mod reconcile;
 pub mod resume;
 pub mod snapshot;

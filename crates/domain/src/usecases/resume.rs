@@ -68,6 +68,9 @@ pub struct ResumeConfig {
     pub poll_interval: Duration,
     /// The bound on asking the provider for the sandbox's state after a failure.
     pub settle_timeout: Duration,
+    /// How long a caller waits for the resume: past it, the call answers `Unreachable` while the resume
+    /// goes on, and the next call joins it. Under the front end's 30 s proxy, which would drop the answer.
+    pub answer_within: Duration,
 }
 
 impl Default for ResumeConfig {
@@ -82,6 +85,7 @@ impl Default for ResumeConfig {
             install_timeout: Duration::from_secs(45),
             poll_interval: Duration::from_millis(250),
             settle_timeout: Duration::from_secs(5),
+            answer_within: Duration::from_secs(25),
         }
     }
 }
@@ -182,7 +186,19 @@ impl ResumeService {
         if job.sandbox_state == SandboxState::Running {
             return self.inner.answer_running(&job).await;
         }
-        self.flight(job).await
+        let within = self.inner.config.answer_within;
+        match tokio::time::timeout(within, self.flight(job)).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::info!(
+                    answer_within_ms = within.as_millis() as u64,
+                    "resume still in flight; answering unreachable while it goes on"
+                );
+                Err(ResumeError::Unreachable {
+                    reason: format!("the resume did not finish within {within:?}; it goes on"),
+                })
+            }
+        }
     }
 
     /// Joins the job's resume in flight, or starts one.

@@ -38,6 +38,10 @@ impl Mocks {
     }
 
     fn service(self) -> ResumeService {
+        self.service_with(ResumeConfig::default())
+    }
+
+    fn service_with(self, config: ResumeConfig) -> ResumeService {
         ResumeService::new(
             ResumeDeps {
                 repo: Arc::new(self.repo),
@@ -46,7 +50,7 @@ impl Mocks {
                 probe: Arc::new(self.probe),
                 package_json: Arc::new(self.parser),
             },
-            ResumeConfig::default(),
+            config,
         )
     }
 }
@@ -86,6 +90,62 @@ async fn concurrent_resumes_share_one_connect_and_one_result() {
     );
     // The second call joined the flight: it never had to wait on the row for another resumer.
     assert_eq!(row.reads(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resume_during_the_pause_waits_for_it_then_resumes() {
+    let j = ready_job(SandboxState::Pausing);
+    let (mut m, row) = Mocks::new(&j);
+    m.runtime.expect_connect().times(1).returning(|_, _| Ok(()));
+    m.runtime.expect_set_timeout().returning(|_, _| Ok(()));
+    m.probe.expect_get().returning(|_| answer(200));
+    // The pause in flight (the worker's) is confirmed a little later.
+    let pauser = row.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        pauser.set_elsewhere(SandboxState::Paused);
+    });
+    let got = m.service().resume(&user(), j.id).await;
+    assert_eq!(
+        got.map(|r| r.preview_url),
+        Ok(j.preview_url.clone().unwrap())
+    );
+    assert_eq!(
+        row.written(),
+        vec![SandboxState::Resuming, SandboxState::Running],
+        "resumed once the pause landed, never resumed over it"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_resume_answers_unreachable_within_the_bound_and_goes_on_for_the_next_call() {
+    let j = ready_job(SandboxState::Pausing);
+    let (mut m, row) = Mocks::new(&j);
+    m.runtime.expect_connect().times(1).returning(|_, _| Ok(()));
+    m.runtime.expect_set_timeout().returning(|_, _| Ok(()));
+    m.probe.expect_get().returning(|_| answer(200));
+    let pauser = row.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        pauser.set_elsewhere(SandboxState::Paused);
+    });
+    let service = m.service();
+    let started = tokio::time::Instant::now();
+    let first = service.resume(&user(), j.id).await;
+    assert_eq!(started.elapsed(), ResumeConfig::default().answer_within);
+    assert_eq!(first.unwrap_err().error_type(), Some("sandbox_unreachable"));
+
+    // The front end's second try, 5 s later, joins the resume that went on.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let second = service.resume(&user(), j.id).await;
+    assert_eq!(
+        second.map(|r| r.preview_url),
+        Ok(j.preview_url.clone().unwrap())
+    );
+    assert_eq!(
+        row.written(),
+        vec![SandboxState::Resuming, SandboxState::Running]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -369,8 +429,17 @@ async fn a_dev_server_that_never_answers_ends_unreachable_within_the_deadline_an
         .times(1)
         .returning(|_| Ok(crate::ports::PauseOutcome::Paused));
     let started = Instant::now();
-    let err = m.service().resume(&user(), j.id).await.unwrap_err();
     let config = ResumeConfig::default();
+    // A caller that waits for the whole resume (the bound on the answer is another test's).
+    let patient = ResumeConfig {
+        answer_within: config.deadline * 2,
+        ..config
+    };
+    let err = m
+        .service_with(patient)
+        .resume(&user(), j.id)
+        .await
+        .unwrap_err();
     assert!(started.elapsed() <= config.deadline + config.settle_timeout);
     assert_eq!(err.error_type(), Some("sandbox_unreachable"));
     assert_eq!(

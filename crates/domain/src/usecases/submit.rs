@@ -13,7 +13,10 @@ use crate::ports::{
     TransitionOutcome, TransitionUpdate,
 };
 use crate::quota::{utc_day, DailyQuota};
-use crate::{Job, JobEvent, JobGoal, JobId, JobStatus, NewJob, ProjectId, Tier, TierTable, UserId};
+use crate::{
+    Job, JobEvent, JobGoal, JobId, JobStatus, NewJob, ProjectId, ProjectStatus, Tier, TierTable,
+    UserId,
+};
 
 pub use crate::quota::SCHEDULED_MESSAGE;
 
@@ -39,7 +42,7 @@ pub struct Submitted {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SubmitError {
-    /// The project does not exist or belongs to someone else.
+    /// The project does not exist, belongs to someone else or was deleted.
     #[error("project not found")]
     ProjectNotFound,
     /// The queue is at its cap; nothing is left queued.
@@ -85,6 +88,7 @@ pub async fn submit_job(
         .get_project_for_user(project_id, user)
         .await
         .map_err(SubmitError::Repo)?
+        .filter(|p| p.status != ProjectStatus::Deleted)
         .ok_or(SubmitError::ProjectNotFound)?;
 
     // A cheap early refusal, before a row or a usage count is spent; the enqueue below stays the authority.

@@ -7,7 +7,7 @@ use crate::ports::queue::MockJobQueue;
 use crate::ports::repository::MockJobRepository;
 use crate::ports::StoreError;
 use crate::quota::QuotaCounts;
-use crate::{Project, SandboxState};
+use crate::{Project, ProjectStatus, SandboxState};
 
 pub(crate) fn job_from(new: &NewJob) -> Job {
     let now = Utc::now();
@@ -108,6 +108,9 @@ impl Mocks {
                     id,
                     user_id: u.clone(),
                     name: "p".into(),
+                    description: String::new(),
+                    github_repo: None,
+                    status: ProjectStatus::Active,
                     created_at: Utc::now(),
                     last_build_version: 0,
                 }))

@@ -169,9 +169,16 @@ impl Inner {
         tracing::info!(sandbox_id = %id, pid = pgid, "background command started");
         let pid = u32::try_from(pgid).map_err(|_| SandboxError::Provider("negative pid".into()))?;
         let (command, reporter) = BackgroundCommand::watched(pid);
+        // The output goes to its log file (it must outlive this process); the sink follows the file.
+        let (exited_tx, exited_rx) = tokio::sync::watch::channel(false);
+        if let Some(sink) = spec.output.clone() {
+            tokio::spawn(follow_log(log_path.clone(), sink, exited_rx));
+        }
         // Reaps it when it ends, so it does not linger as a zombie, and reports how it ended.
         tokio::spawn(async move {
-            let Ok(status) = child.wait().await else {
+            let waited = child.wait().await;
+            let _ = exited_tx.send(true);
+            let Ok(status) = waited else {
                 return;
             };
             let exit_code = status
@@ -183,6 +190,55 @@ impl Inner {
             });
         });
         Ok(command)
+    }
+}
+
+/// How often a background command's log file is read for new output: at first, and again after output;
+/// the wait doubles while the file is quiet, up to `FOLLOW_IDLE` (a paused dev server is followed too).
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+const FOLLOW_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Feeds a background command's log file to its sink, a line at a time (newline included), from the start
+/// until the command has exited and the rest is read. Stdout and stderr share the file: both are reported
+/// as stdout.
+async fn follow_log(
+    path: std::path::PathBuf,
+    sink: OutputSink,
+    mut exited: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::AsyncReadExt;
+    let Ok(mut file) = tokio::fs::File::open(&path).await else {
+        return;
+    };
+    let mut pending = String::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut wait = FOLLOW_EVERY;
+    loop {
+        let last_round = *exited.borrow();
+        wait = (wait * 2).min(FOLLOW_IDLE);
+        loop {
+            match file.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    wait = FOLLOW_EVERY;
+                    pending.push_str(&String::from_utf8_lossy(&chunk[..n]));
+                    while let Some(at) = pending.find('\n') {
+                        let line: String = pending.drain(..=at).collect();
+                        (sink.0)(OutputStream::Stdout, &line);
+                    }
+                }
+            }
+        }
+        if last_round {
+            if !pending.is_empty() {
+                (sink.0)(OutputStream::Stdout, &pending);
+            }
+            return;
+        }
+        tokio::select! {
+            _ = exited.changed() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
     }
 }
 

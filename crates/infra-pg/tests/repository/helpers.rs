@@ -19,6 +19,8 @@ pub async fn project(repo: &PgJobRepository, owner: &UserId) -> Project {
         id: ProjectId::new(),
         user_id: owner.clone(),
         name: "todo app".into(),
+        description: String::new(),
+        github_repo: None,
     })
     .await
     .unwrap()

@@ -5,6 +5,7 @@
 mod faults;
 mod helpers;
 mod jobs;
+mod logs;
 mod projects;
 mod quota;
 mod sandbox;

@@ -1,7 +1,7 @@
 //! Projects and the dashboard listing.
 
 use domain::ports::{JobRepository, RepoError, SandboxStateUpdate};
-use domain::{JobId, NewProject, Project, ProjectId, SandboxState};
+use domain::{JobId, NewProject, Project, ProjectId, ProjectStatus, SandboxState};
 use sqlx::PgPool;
 
 use crate::helpers::{project, ready_job, repo, user};
@@ -14,6 +14,8 @@ async fn create_then_get_for_owner_only(pool: PgPool) {
         id: ProjectId::new(),
         user_id: alice.clone(),
         name: "shop".into(),
+        description: String::new(),
+        github_repo: None,
     };
     let created = repo.create_project(&new).await.unwrap();
     assert_eq!(created.id, new.id);
@@ -95,9 +97,9 @@ async fn list_projects_shows_the_latest_ready_job_and_its_pause(pool: PgPool) {
         }
     );
     assert_eq!(listed[0].latest_job_id, Some(latest.id));
-    assert!(listed[0].sandbox_paused);
+    assert!(listed[0].sandbox_paused());
     assert_eq!(listed[1].latest_job_id, None);
-    assert!(!listed[1].sandbox_paused);
+    assert!(!listed[1].sandbox_paused());
 
     // Bob sees only his own project.
     let bobs_list = repo.list_projects(&bob).await.unwrap();
@@ -111,4 +113,61 @@ async fn list_projects_shows_the_latest_ready_job_and_its_pause(pool: PgPool) {
         .await
         .unwrap()
         .is_empty());
+}
+
+#[sqlx::test(migrator = "infra_pg::MIGRATOR")]
+async fn a_project_keeps_its_description_and_repo_and_a_delete_hides_it_from_the_list(
+    pool: PgPool,
+) {
+    let repo = repo(pool);
+    let alice = user("alice");
+    let new = NewProject {
+        description: "a shop for socks".into(),
+        github_repo: Some("alice/socks".into()),
+        ..NewProject::named(alice.clone(), "socks")
+    };
+    let created = repo.create_project(&new).await.unwrap();
+    assert_eq!(created.description, "a shop for socks");
+    assert_eq!(created.github_repo.as_deref(), Some("alice/socks"));
+    assert_eq!(created.status, ProjectStatus::Active);
+    let kept = project(&repo, &alice).await;
+
+    let summary = repo
+        .get_project_summary(new.id, &alice)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.project, created);
+    assert_eq!(summary.latest_job_id, None);
+    assert!(repo
+        .get_project_summary(new.id, &user("mallory"))
+        .await
+        .unwrap()
+        .is_none());
+
+    assert!(repo
+        .delete_project(new.id, &user("mallory"))
+        .await
+        .unwrap()
+        .is_none());
+    let deleted = repo.delete_project(new.id, &alice).await.unwrap().unwrap();
+    assert_eq!(deleted.status, ProjectStatus::Deleted);
+    // Again: harmless, same answer.
+    let again = repo.delete_project(new.id, &alice).await.unwrap().unwrap();
+    assert_eq!(again.status, ProjectStatus::Deleted);
+
+    let listed: Vec<ProjectId> = repo
+        .list_projects(&alice)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.project.id)
+        .collect();
+    assert_eq!(listed, vec![kept.id]);
+    let read = repo
+        .get_project_summary(new.id, &alice)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.project.status, ProjectStatus::Deleted);
 }

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use domain::ports::{EventStream, StoreError};
-use domain::JobEvent;
 use fred::clients::SubscriberClient;
 use fred::clients::WithOptions;
 use fred::prelude::{Client, ClientLike, EventInterface, PubsubInterface, Value};
@@ -30,13 +29,17 @@ use super::event::event_from_json;
 use crate::config::builder_like;
 use crate::error::store_err;
 
+/// A channel's payloads, in publication order.
+pub(crate) type RawStream = std::pin::Pin<Box<dyn futures::Stream<Item = Arc<str>> + Send>>;
+
 /// Events buffered per channel before a slow stream is cut off (a job publishes about ten in its life).
 const CHANNEL_CAPACITY: usize = 256;
 /// Messages buffered between the connection and the dispatcher, across all channels.
 const CONNECTION_CAPACITY: usize = 8192;
 
 struct Channel {
-    tx: broadcast::Sender<JobEvent>,
+    /// The messages' payloads, parsed by each stream (job events) or only counted (log wake-ups).
+    tx: broadcast::Sender<Arc<str>>,
     /// Held across SUBSCRIBE/UNSUBSCRIBE; `true` while Redis has confirmed a subscription to the channel.
     gate: tokio::sync::Mutex<bool>,
 }
@@ -90,6 +93,20 @@ impl Hub {
 
     /// A stream of the channel's events, returned once Redis has confirmed the subscription.
     pub(crate) async fn subscribe(&self, name: String) -> Result<EventStream, StoreError> {
+        let raw = self.subscribe_raw(name.clone()).await?;
+        Ok(Box::pin(raw.filter_map(
+            move |payload| match event_from_json(&payload) {
+                Ok(event) => Some(event),
+                Err(error) => {
+                    tracing::warn!(channel = %name, %error, "dropping unreadable event");
+                    None
+                }
+            },
+        )))
+    }
+
+    /// A stream of the channel's payloads, returned once Redis has confirmed the subscription.
+    pub(crate) async fn subscribe_raw(&self, name: String) -> Result<RawStream, StoreError> {
         let (channel, rx) = {
             let mut map = lock(&self.channels);
             let entry = map.entry(name.clone()).or_insert_with(|| Entry {
@@ -122,7 +139,7 @@ impl Hub {
         let stream = BroadcastStream::new(rx).map_while(move |item| {
             let _keep_subscribed = &guard;
             match item {
-                Ok(event) => Some(event),
+                Ok(payload) => Some(payload),
                 Err(BroadcastStreamRecvError::Lagged(missed)) => {
                     // Ending the stream beats a silent gap: the reader reconnects and reads the state.
                     tracing::warn!(channel = %guard.name, missed, "event stream fell behind; closing it");
@@ -202,17 +219,12 @@ async fn dispatch(mut rx: broadcast::Receiver<Message>, channels: Channels) {
         let Some(channel) = lock(&channels).get(name).map(|e| e.channel.clone()) else {
             continue;
         };
-        let parsed = message
-            .value
-            .as_str()
-            .ok_or_else(|| StoreError::Corrupt("event is not a string".into()))
-            .and_then(|json| event_from_json(&json));
-        match parsed {
+        match message.value.as_str() {
             // No receivers is fine: the last stream went away after the lookup.
-            Ok(event) => {
-                let _ = channel.tx.send(event);
+            Some(payload) => {
+                let _ = channel.tx.send(Arc::from(&*payload));
             }
-            Err(error) => tracing::warn!(channel = name, %error, "dropping unreadable event"),
+            None => tracing::warn!(channel = name, "dropping a message that is not a string"),
         }
     }
 }

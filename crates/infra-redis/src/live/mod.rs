@@ -3,6 +3,7 @@
 mod cached;
 mod event;
 mod hub;
+mod logs;
 mod record;
 mod store;
 mod tracked_entries;
@@ -11,5 +12,6 @@ mod written;
 pub use cached::CachedLiveStore;
 
 pub use event::{event_from_json, event_to_json};
+pub use logs::{LiveLogLimits, RedisLiveLog};
 pub use store::RedisLiveStore;
 pub use tracked_entries::CacheStats;

@@ -66,6 +66,18 @@ impl RedisLiveStore {
         &self.keys
     }
 
+    pub(super) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The payloads published on `channel`, through this store's subscriber connection.
+    pub(super) async fn subscribe_raw(
+        &self,
+        channel: String,
+    ) -> Result<super::hub::RawStream, StoreError> {
+        self.hub().await?.subscribe_raw(channel).await
+    }
+
     /// The process's subscriber connection, opened on first use.
     async fn hub(&self) -> Result<&Arc<Hub>, StoreError> {
         self.hub.get_or_try_init(|| Hub::start(&self.client)).await

@@ -11,6 +11,7 @@ mod dev_server;
 mod failed_build;
 mod happy_path;
 mod harness;
+mod logs;
 mod metric_names;
 mod reconcile;
 mod resume;
@@ -33,6 +34,7 @@ macro_rules! in_both_runtimes {
 }
 
 in_both_runtimes!(happy_path::preview_serves_the_goal => happy_path_preview_local, happy_path_preview_e2b);
+in_both_runtimes!(logs::a_noisy_install_streams_live_and_the_archive_holds_the_same_lines => logs_noisy_install_local, logs_noisy_install_e2b);
 in_both_runtimes!(happy_path::paused_after_ready => happy_path_paused_local, happy_path_paused_e2b);
 in_both_runtimes!(failed_build::bad_files_fail_and_kill_the_sandbox => failed_build_local, failed_build_e2b);
 in_both_runtimes!(dev_server::a_dev_server_that_exits_fails_the_build_with_its_error => dev_server_exits_local, dev_server_exits_e2b);

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::failure::PipelineError;
 use super::{PipelineConfig, PipelineDeps};
 use crate::ports::{RepoError, TransitionOutcome, TransitionUpdate};
+use crate::usecases::logs::LogWriter;
 use crate::{Job, JobEvent, JobStatus, SandboxId};
 
 /// Why a build stopped short of READY.
@@ -39,6 +40,8 @@ pub(super) struct Build<'a> {
     pub(super) job: Job,
     /// Our sandbox once created: unless the build ends READY, it is killed.
     pub(super) sandbox: Option<SandboxId>,
+    /// The build's log: system lines and every command's output, live.
+    pub(super) log: LogWriter,
 }
 
 impl<'a> Build<'a> {
@@ -48,12 +51,14 @@ impl<'a> Build<'a> {
         cancel: &'a CancellationToken,
         job: Job,
     ) -> Self {
+        let log = LogWriter::start(deps.logs.clone(), job.id, Vec::new());
         Self {
             deps,
             config,
             cancel,
             job,
             sandbox: None,
+            log,
         }
     }
 
@@ -105,6 +110,7 @@ impl<'a> Build<'a> {
             TransitionOutcome::Applied(job) => {
                 self.job = *job;
                 tracing::info!(from = %from, to = %to, "stage started");
+                self.log.system(to.as_str(), &format!("--- {message} ---"));
                 self.publish(message).await;
                 Ok(())
             }

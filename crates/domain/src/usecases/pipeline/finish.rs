@@ -34,6 +34,10 @@ impl Build<'_> {
         let friendly = error.friendly_message();
         tracing::error!(debug_id = %debug_id, error = %ErrorChain(&error), "build failed");
         let message = failed_status_message(debug_id, &friendly);
+        self.log.system(
+            self.job.status.as_str(),
+            &format!("--- Build failed: {friendly} ---"),
+        );
         let update = TransitionUpdate {
             message: Some(message.clone()),
             error_message: Some(friendly),

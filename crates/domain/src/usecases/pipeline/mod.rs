@@ -18,8 +18,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::ports::{
-    CodeGenerator, JobRepository, LiveJobStore, PreviewProbe, SandboxRuntime, TransitionOutcome,
+    CodeGenerator, JobRepository, LiveJobStore, LiveLog, LogArchive, PreviewProbe, SandboxRuntime,
+    TransitionOutcome,
 };
+use crate::usecases::logs::finish_log;
 use crate::{DebugId, JobId, JobStatus, PausePolicy};
 
 pub use failure::{PipelineError, Step};
@@ -37,6 +39,10 @@ pub struct PipelineDeps {
     pub generator: Arc<dyn CodeGenerator>,
     pub probe: Arc<dyn PreviewProbe>,
     pub package_parser: Arc<dyn PackageJsonParser>,
+    /// The build's live log.
+    pub logs: Arc<dyn LiveLog>,
+    /// Where the log goes once the build ends.
+    pub log_archive: Arc<dyn LogArchive>,
 }
 
 /// The pipeline's knobs; [`Default`] is what production runs with.
@@ -134,13 +140,43 @@ pub async fn run_build(
     tracing::Span::current().record("user_id", tracing::field::display(&job.user_id));
     tracing::info!(attempts = job.attempts, "build started");
     let mut build = context::Build::new(deps, config, &cancel, job);
+    let log = build.log.clone();
+    log.system(
+        JobStatus::Starting.as_str(),
+        "--- Starting generation pipeline ---",
+    );
     build.publish(STARTING_MESSAGE.to_owned()).await;
     let outcome = match build.run_to_ready().await {
         Ok(()) => build.after_ready().await,
         Err(stop) => build.finish(stop).await,
     };
     tracing::info!(outcome = ?outcome, "build finished");
+    // Every line printed so far is in the live log; a finished job's log is ended and archived.
+    log.close().await;
+    if let Some(status) = outcome.terminal_status() {
+        let archived = finish_log(
+            deps.logs.as_ref(),
+            deps.log_archive.as_ref(),
+            job_id,
+            status.as_str(),
+        )
+        .await;
+        if let Err(error) = archived {
+            tracing::warn!(error = %error, "build log not archived; it stays live until its TTL");
+        }
+    }
     outcome
+}
+
+impl BuildOutcome {
+    /// The job's status when the build left it finished (READY, or failed by us or by a cancel).
+    pub fn terminal_status(&self) -> Option<JobStatus> {
+        match self {
+            BuildOutcome::Ready { .. } => Some(JobStatus::Ready),
+            BuildOutcome::Failed { .. } | BuildOutcome::Cancelled => Some(JobStatus::Failed),
+            BuildOutcome::Lost { .. } | BuildOutcome::Interrupted { .. } => None,
+        }
+    }
 }
 
 /// The status message of the first stage.

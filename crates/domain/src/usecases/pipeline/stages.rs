@@ -1,20 +1,16 @@
 //! The stages from `queued` to `ready`, in order. Each one starts with its compare-and-set, so a job moved
 //! by someone else (a cancel) stops the build at its next step.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::context::{Build, Stop};
 use super::failure::{tail, PipelineError, Step, STDERR_TAIL_CHARS};
 use super::files::{self, ValidatedFiles};
-use crate::ports::{
-    CommandSpec, GeneratorError, OutputSink, OutputStream, SandboxError, SandboxSpec,
-    TransitionUpdate,
-};
+use crate::ports::{CommandSpec, GeneratorError, SandboxError, SandboxSpec, TransitionUpdate};
 use crate::usecases::framework::{self, PackageFacts};
 use crate::usecases::output_tail::{tee, OutputTail};
 use crate::usecases::preview::{self, Readiness};
-use crate::{JobGoal, JobId, JobStatus, SandboxId, SandboxState};
+use crate::{JobGoal, JobStatus, SandboxId, SandboxState};
 
 /// Past a command's own deadline, how long we wait for the runtime to report it before giving up on it.
 const DEADLINE_SLACK: Duration = Duration::from_secs(30);
@@ -127,7 +123,7 @@ impl Build<'_> {
         if needs_install {
             let timeout = self.config.install_timeout;
             let cmd = CommandSpec {
-                output: Some(log_sink(self.job.id, "npm install")),
+                output: Some(self.log.sink(JobStatus::Deps.as_str())),
                 ..CommandSpec::new("npm install", timeout)
             };
             let run = tokio::time::timeout(
@@ -173,7 +169,10 @@ impl Build<'_> {
         // lines are kept for the message of a build it fails.
         let output = OutputTail::new();
         let cmd = CommandSpec {
-            output: Some(tee(log_sink(self.job.id, server.command), output.sink())),
+            output: Some(tee(
+                self.log.sink(JobStatus::Checks.as_str()),
+                output.sink(),
+            )),
             ..CommandSpec::new(server.command, self.config.readiness_deadline)
                 .env("PORT", server.port.to_string())
         };
@@ -233,16 +232,4 @@ impl Build<'_> {
         };
         self.advance(JobStatus::Ready, update).await
     }
-}
-
-/// Command output goes to the job's log at debug level, line by line, with the job id (the callback may run
-/// outside the build's span).
-fn log_sink(job_id: JobId, command: &'static str) -> OutputSink {
-    OutputSink(Arc::new(move |stream, line| {
-        let stream = match stream {
-            OutputStream::Stdout => "stdout",
-            OutputStream::Stderr => "stderr",
-        };
-        tracing::debug!(job_id = %job_id, command, stream, line = %line.trim_end(), "sandbox output");
-    }))
 }

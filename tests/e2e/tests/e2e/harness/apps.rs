@@ -107,6 +107,7 @@ async fn local_api_state(
         probe: Arc::new(infra_e2b::HttpPreviewProbe::new().expect("probe")),
         request_timeout: config.request_timeout(),
         sse_heartbeat: api_server::SSE_HEARTBEAT,
+        resume: domain::usecases::resume::ResumeConfig::default(),
     })
     .expect("api state")
 }

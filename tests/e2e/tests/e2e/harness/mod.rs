@@ -10,6 +10,8 @@
 mod apps;
 mod client;
 
+pub use client::token;
+
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};

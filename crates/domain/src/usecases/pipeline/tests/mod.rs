@@ -194,6 +194,8 @@ pub(super) struct Harness {
     pub parser: MockPackageJsonParser,
     pub db: Db,
     pub config: PipelineConfig,
+    /// The build's log, live and archived.
+    pub logs: Arc<crate::usecases::logs::MemoryLog>,
 }
 
 impl Harness {
@@ -211,6 +213,7 @@ impl Harness {
             parser: MockPackageJsonParser::new(),
             db: Db(Arc::new(Mutex::new(queued_job()))),
             config: PipelineConfig::default(),
+            logs: Arc::default(),
         }
     }
 
@@ -337,6 +340,8 @@ impl Harness {
             generator: Arc::new(self.generator),
             probe: Arc::new(self.probe),
             package_parser: Arc::new(self.parser),
+            logs: self.logs.clone(),
+            log_archive: self.logs.clone(),
         };
         let outcome = run_build(&deps, &self.config, id, cancel).await;
         (outcome, db.get())
