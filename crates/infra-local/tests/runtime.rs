@@ -570,3 +570,49 @@ async fn a_background_command_reports_its_exit_code_and_last_lines() {
     );
     rt.kill(&id).await.unwrap();
 }
+
+/// The sink follows a background command's log file with a wait that grows to a second while it is
+/// quiet, so a line printed just before the dev server answers could reach the build's log after READY
+/// ended it (seen in the e2e log test). Catching up hands the sink everything written so far at once.
+#[tokio::test]
+async fn a_background_commands_output_is_caught_up_on_request() {
+    let root = TempRoot::new();
+    let rt = LocalRuntime::new(root.0.clone()).unwrap();
+    let id = rt.create(&spec(CMD_TIMEOUT, false)).await.unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = lines.clone();
+    let sink = OutputSink(Arc::new(move |_: OutputStream, line: &str| {
+        seen.lock().unwrap().push(line.trim_end().to_owned());
+    }));
+    let marker = root.0.join("printed");
+    // Quiet for two seconds first, so the follower is in its longest wait when the line comes.
+    let script = format!(
+        "sleep 2; echo 'listening on 3000'; touch '{}'; sleep 30",
+        marker.display()
+    );
+    let server = rt
+        .run_background(
+            &id,
+            CommandSpec {
+                output: Some(sink),
+                ..CommandSpec::new(script, CMD_TIMEOUT)
+            },
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !marker.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the line was never printed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.output_caught_up(Duration::from_secs(5)).await;
+    assert_eq!(
+        lines.lock().unwrap().last().map(String::as_str),
+        Some("listening on 3000"),
+        "everything printed is in the sink once caught up"
+    );
+    rt.kill(&id).await.unwrap();
+}

@@ -22,8 +22,8 @@ pub use repository::{
     TransitionUpdate,
 };
 pub use sandbox::{
-    BackgroundCommand, CommandExit, CommandOutput, CommandSpec, ExitReporter, OutputSink,
-    OutputStream, PauseOutcome, ProviderSandbox, ProviderState, SandboxError, SandboxRuntime,
-    SandboxSpec,
+    BackgroundCommand, CommandExit, CommandOutput, CommandSpec, ExitReporter, OutputCatchUp,
+    OutputSink, OutputStream, PauseOutcome, ProviderSandbox, ProviderState, SandboxError,
+    SandboxRuntime, SandboxSpec,
 };
 pub use usage::DailyUsage;

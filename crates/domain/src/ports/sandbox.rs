@@ -142,7 +142,13 @@ pub struct CommandExit {
 pub struct BackgroundCommand {
     pub pid: u32,
     exit: Option<tokio::sync::watch::Receiver<Option<CommandExit>>>,
+    catch_up: Option<OutputCatchUp>,
 }
+
+/// Asks a runtime that relays a command's output after the fact (from a file it follows) to hand its sink
+/// everything written so far; the answer comes once it has. Runtimes that stream output as it is made
+/// have nothing to catch up.
+pub type OutputCatchUp = tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>>;
 
 /// The runtime's side of a [`BackgroundCommand`]: reports its end. Dropping it unused means "cannot tell"
 /// (the stream that carried the command was lost), never "exited".
@@ -163,6 +169,7 @@ impl BackgroundCommand {
             Self {
                 pid,
                 exit: Some(rx),
+                catch_up: None,
             },
             ExitReporter(tx),
         )
@@ -170,7 +177,35 @@ impl BackgroundCommand {
 
     /// A command whose end is never reported.
     pub fn unwatched(pid: u32) -> Self {
-        Self { pid, exit: None }
+        Self {
+            pid,
+            exit: None,
+            catch_up: None,
+        }
+    }
+
+    /// The same command, its output relayed late through `catch_up` (see [`OutputCatchUp`]).
+    pub fn with_output_catch_up(self, catch_up: OutputCatchUp) -> Self {
+        Self {
+            catch_up: Some(catch_up),
+            ..self
+        }
+    }
+
+    /// Waits, at most `bound`, until the sink has been handed all the output the command wrote so far:
+    /// what it printed before the moment that matters (its server answering) is then in the build's log.
+    pub async fn output_caught_up(&self, bound: std::time::Duration) {
+        let Some(catch_up) = &self.catch_up else {
+            return;
+        };
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let asked = async {
+            if catch_up.send(done_tx).await.is_ok() {
+                // An error only says the relay has ended, having handed over everything it read.
+                let _ = done_rx.await;
+            }
+        };
+        let _ = tokio::time::timeout(bound, asked).await;
     }
 
     /// Resolves once the command has exited; stays pending while it runs and forever when its end cannot

@@ -168,11 +168,13 @@ impl Inner {
         }
         tracing::info!(sandbox_id = %id, pid = pgid, "background command started");
         let pid = u32::try_from(pgid).map_err(|_| SandboxError::Provider("negative pid".into()))?;
-        let (command, reporter) = BackgroundCommand::watched(pid);
+        let (mut command, reporter) = BackgroundCommand::watched(pid);
         // The output goes to its log file (it must outlive this process); the sink follows the file.
         let (exited_tx, exited_rx) = tokio::sync::watch::channel(false);
         if let Some(sink) = spec.output.clone() {
-            tokio::spawn(follow_log(log_path.clone(), sink, exited_rx));
+            let (catch_up_tx, catch_up_rx) = tokio::sync::mpsc::channel(4);
+            command = command.with_output_catch_up(catch_up_tx);
+            tokio::spawn(follow_log(log_path.clone(), sink, exited_rx, catch_up_rx));
         }
         // Reaps it when it ends, so it does not linger as a zombie, and reports how it ended.
         tokio::spawn(async move {
@@ -200,11 +202,12 @@ const FOLLOW_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Feeds a background command's log file to its sink, a line at a time (newline included), from the start
 /// until the command has exited and the rest is read. Stdout and stderr share the file: both are reported
-/// as stdout.
+/// as stdout. A catch-up request is answered once the file has been read to its current end.
 async fn follow_log(
     path: std::path::PathBuf,
     sink: OutputSink,
     mut exited: tokio::sync::watch::Receiver<bool>,
+    mut catch_up: tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
 ) {
     use tokio::io::AsyncReadExt;
     let Ok(mut file) = tokio::fs::File::open(&path).await else {
@@ -213,6 +216,7 @@ async fn follow_log(
     let mut pending = String::new();
     let mut chunk = vec![0u8; 64 * 1024];
     let mut wait = FOLLOW_EVERY;
+    let mut caught_up: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
     loop {
         let last_round = *exited.borrow();
         wait = (wait * 2).min(FOLLOW_IDLE);
@@ -229,6 +233,9 @@ async fn follow_log(
                 }
             }
         }
+        for asked in caught_up.drain(..) {
+            let _ = asked.send(());
+        }
         if last_round {
             if !pending.is_empty() {
                 (sink.0)(OutputStream::Stdout, &pending);
@@ -237,6 +244,7 @@ async fn follow_log(
         }
         tokio::select! {
             _ = exited.changed() => {}
+            Some(asked) = catch_up.recv() => caught_up.push(asked),
             () = tokio::time::sleep(wait) => {}
         }
     }

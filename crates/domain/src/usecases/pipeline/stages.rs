@@ -14,6 +14,8 @@ use crate::{JobGoal, JobStatus, SandboxId, SandboxState};
 
 /// Past a command's own deadline, how long we wait for the runtime to report it before giving up on it.
 const DEADLINE_SLACK: Duration = Duration::from_secs(30);
+/// How long READY waits for a runtime that relays the dev server's output late to catch up with it.
+const OUTPUT_CATCH_UP_BOUND: Duration = Duration::from_secs(2);
 
 impl Build<'_> {
     /// Runs every stage after starting (which [`super::run_build`] wrote) up to and including the READY
@@ -196,7 +198,11 @@ impl Build<'_> {
             ))
             .await?;
         match readiness {
-            Readiness::Up(_) => Ok(url),
+            Readiness::Up(_) => {
+                // What the server printed before answering belongs in the log before READY ends it.
+                process.output_caught_up(OUTPUT_CATCH_UP_BOUND).await;
+                Ok(url)
+            }
             Readiness::Exited(exit) => {
                 // The runtime's own record of the output wins; the streamed lines are the fallback.
                 let output_tail = if exit.output_tail.trim().is_empty() {
