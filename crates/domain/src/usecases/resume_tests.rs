@@ -113,7 +113,10 @@ async fn a_resume_records_when_the_provider_stops_the_sandbox() {
 
     let (at, timeout) = *set.lock().unwrap().last().expect("a timeout was set");
     assert_eq!(timeout, ResumeConfig::default().provider_timeout);
-    let expires = row.current().sandbox_expires_at.expect("recorded with running");
+    let expires = row
+        .current()
+        .sandbox_expires_at
+        .expect("recorded with running");
     let timeout = chrono::Duration::from_std(timeout).unwrap();
     // Taken just before the provider call: never later than it, and within a small tolerance.
     assert!(expires <= at + timeout, "{expires} > {at} + {timeout}");

@@ -16,8 +16,8 @@ fn to(state: SandboxState, job: &Job) -> SandboxStateUpdate {
         expected_version: job.sandbox_state_version,
         state,
         preview_url: None,
+        expires_at: None,
     }
-    expires_at: None,
 }
 
 async fn set(repo: &PgJobRepository, job: &Job, state: SandboxState) -> Job {

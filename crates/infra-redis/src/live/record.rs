@@ -62,7 +62,10 @@ pub(crate) fn to_fields(job: &Job) -> Vec<(&'static str, String)> {
     opt("build_version", job.build_version.clone());
     opt("paused_at", job.paused_at.map(format_time));
     opt("resumed_at", job.resumed_at.map(format_time));
-    opt("sandbox_expires_at", job.sandbox_expires_at.map(format_time));
+    opt(
+        "sandbox_expires_at",
+        job.sandbox_expires_at.map(format_time),
+    );
     opt("last_activity_at", job.last_activity_at.map(format_time));
     opt("enqueued_at", job.enqueued_at.map(format_time));
     opt("started_at", job.started_at.map(format_time));
