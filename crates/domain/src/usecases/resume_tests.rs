@@ -98,7 +98,8 @@ async fn concurrent_resumes_share_one_connect_and_one_result() {
 async fn a_resume_records_when_the_provider_stops_the_sandbox() {
     let j = ready_job(SandboxState::Paused);
     let (mut m, row) = Mocks::new(&j);
-    let set: Arc<Mutex<Vec<(chrono::DateTime<chrono::Utc>, Duration)>>> = Default::default();
+    type SetAt = (chrono::DateTime<chrono::Utc>, Duration);
+    let set: Arc<Mutex<Vec<SetAt>>> = Default::default();
     let seen = set.clone();
     m.runtime.expect_connect().times(1).returning(|_, _| Ok(()));
     m.runtime.expect_set_timeout().returning(move |_, timeout| {
