@@ -127,6 +127,7 @@ mod tests {
             sandbox_state_version: 0,
             paused_at: None,
             resumed_at: None,
+            sandbox_expires_at: None,
             last_activity_at: None,
             enqueued_at: Some(at),
             started_at: Some(at),

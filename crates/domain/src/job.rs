@@ -43,6 +43,9 @@ pub struct Job {
     pub sandbox_state_version: i64,
     pub paused_at: Option<DateTime<Utc>>,
     pub resumed_at: Option<DateTime<Utc>>,
+    /// When the provider stops the running sandbox: the time just before Slipway last set its timeout
+    /// (create, or a confirmed resume) plus that timeout. None while paused and once killed.
+    pub sandbox_expires_at: Option<DateTime<Utc>>,
     pub last_activity_at: Option<DateTime<Utc>>,
     pub enqueued_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,

@@ -14,7 +14,7 @@ macro_rules! job_columns {
     () => {
         "id, project_id, user_id, tier, goal, status, status_message, error_message, debug_id, attempts, \
          sandbox_id, preview_url, workspace_path, build_version, sandbox_state, sandbox_state_version, \
-         paused_at, resumed_at, last_activity_at, enqueued_at, started_at, completed_at, created_at, \
+         paused_at, resumed_at, sandbox_expires_at, last_activity_at, enqueued_at, started_at, completed_at, created_at, \
          updated_at, duration_seconds"
     };
 }
@@ -41,6 +41,7 @@ pub(crate) struct JobRow {
     sandbox_state_version: i64,
     paused_at: Option<DateTime<Utc>>,
     resumed_at: Option<DateTime<Utc>>,
+    sandbox_expires_at: Option<DateTime<Utc>>,
     last_activity_at: Option<DateTime<Utc>>,
     enqueued_at: Option<DateTime<Utc>>,
     started_at: Option<DateTime<Utc>>,
@@ -90,6 +91,7 @@ impl TryFrom<JobRow> for Job {
             sandbox_state_version: r.sandbox_state_version,
             paused_at: r.paused_at,
             resumed_at: r.resumed_at,
+            sandbox_expires_at: r.sandbox_expires_at,
             last_activity_at: r.last_activity_at,
             enqueued_at: r.enqueued_at,
             started_at: r.started_at,

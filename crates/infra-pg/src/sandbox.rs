@@ -40,7 +40,8 @@ pub(crate) async fn record(
 /// Compare-and-set on `sandbox_state_version`. sandbox_paused is written from the same state in the same
 /// statement (and the schema's check constraint holds the two together). paused_at is stamped on a move to
 /// paused; resumed_at on a move to running from paused or resuming (not on the first start, nor on a pause
-/// that was abandoned: those are not resumes).
+/// that was abandoned: those are not resumes). sandbox_expires_at is written when the update carries it and
+/// cleared by a move to paused or to a dead state.
 pub(crate) async fn set_state(
     conn: &mut PgConnection,
     id: JobId,
@@ -55,6 +56,7 @@ pub(crate) async fn set_state(
             sandbox_state_version = sandbox_state_version + 1, \
             paused_at = CASE WHEN $4 THEN now() ELSE paused_at END, \
             preview_url = COALESCE($7, preview_url), \
+            sandbox_expires_at = CASE WHEN $9 THEN NULL ELSE COALESCE($8, sandbox_expires_at) END, \
             updated_at = now() \
          WHERE id = $1 AND sandbox_state_version = $2 \
          RETURNING ",
@@ -70,6 +72,8 @@ pub(crate) async fn set_state(
         SandboxState::Resuming.as_str(),
     ])
     .bind(update.preview_url.as_deref())
+    .bind(update.expires_at)
+    .bind(state.is_paused() || !state.is_live())
     .fetch_optional(&mut *conn)
     .await
     .map_err(map_err)?;

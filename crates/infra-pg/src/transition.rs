@@ -13,7 +13,8 @@ use crate::rows::{job_columns, JobRow};
 /// the sandbox state follow from the move (flags `$10`, `$11`, `$12`), computed from the domain's enums,
 /// which also supply every label bound here, so that no status is spelled twice. `$15`, when not null, is
 /// the build's fencing token: the row must still be at that attempt. `$16` sets the day the job counts
-/// against in the daily quota (a promotion), `$17` clears it (a refund).
+/// against in the daily quota (a promotion), `$17` clears it (a refund). `$18` is when the provider stops the
+/// sandbox, written when given.
 macro_rules! transition_update {
     ($build_version:literal) => {
         concat!(
@@ -25,6 +26,7 @@ macro_rules! transition_update {
                 sandbox_id = COALESCE($7, sandbox_id), \
                 preview_url = COALESCE($8, preview_url), \
                 workspace_path = COALESCE($9, workspace_path), \
+                sandbox_expires_at = COALESCE($18, sandbox_expires_at), \
                 counted_on = CASE WHEN $17 THEN NULL ELSE COALESCE($16, counted_on) END, \
                 build_version = ",
             $build_version,
@@ -126,6 +128,7 @@ async fn update_row(
         .bind(update.attempt)
         .bind(update.counted_on)
         .bind(update.refund_quota)
+        .bind(update.sandbox_expires_at)
         .fetch_optional(&mut *conn)
         .await
         .map_err(map_err)
@@ -158,6 +161,7 @@ pub(crate) async fn requeue(
             sandbox_id = NULL, \
             preview_url = NULL, \
             workspace_path = NULL, \
+            sandbox_expires_at = NULL, \
             sandbox_state = $4, \
             sandbox_paused = false, \
             sandbox_state_version = sandbox_state_version + 1, \

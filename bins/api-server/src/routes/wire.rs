@@ -1,7 +1,7 @@
 //! The JSON the front end sends and reads: field names kept from the Python API. Requests become domain
 //! values in one call (`parse_*`); responses are built from domain records (`from_*`).
 
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -10,8 +10,6 @@ use domain::{Job, JobGoal, JobStatus, NewProject, Project, ProjectId, ProjectSum
 
 use crate::error::ApiError;
 
-/// How long after READY (or a resume) the provider keeps an unpaused sandbox.
-const SANDBOX_LIFETIME_SECS: i64 = 3600;
 /// Longest project name accepted, in characters.
 pub const MAX_PROJECT_NAME_CHARS: usize = 200;
 
@@ -62,7 +60,8 @@ pub struct GenerationStatusResponse {
     pub build_version: Option<String>,
     pub error_message: Option<String>,
     pub debug_id: Option<String>,
-    /// When an unpaused sandbox of a READY job stops (last update + 1 h); null otherwise.
+    /// When the provider stops the running sandbox of a READY job: the time just before Slipway last set
+    /// its timeout (create, or a confirmed resume) plus that timeout. Null while paused or pausing.
     pub sandbox_expires_at: Option<String>,
     /// True while the sandbox is paused or pausing: the preview is not served and a resume works (it waits
     /// for a pause in flight). The record's own `sandbox_paused` waits for the provider's confirmation.
@@ -80,10 +79,9 @@ impl GenerationStatusResponse {
         let expires = (job.status == JobStatus::Ready
             && job.sandbox_state.is_live()
             && !job.sandbox_state.leads_to_resume())
-        .then(|| {
-            let since = job.resumed_at.unwrap_or(job.updated_at).max(job.updated_at);
-            iso(since + Duration::seconds(SANDBOX_LIFETIME_SECS))
-        });
+        .then_some(job.sandbox_expires_at)
+        .flatten()
+        .map(iso);
         Self {
             job_id: job.id.to_string(),
             status: job.status.as_str().to_owned(),

@@ -103,7 +103,8 @@ async fn status_shows_what_the_pipeline_wrote() {
     assert_eq!(body["stage_label"], "Build complete!");
     assert_eq!(body["preview_url"], "https://3000-sbx.example");
     assert_eq!(body["build_version"], "build_v0_1");
-    assert!(body["sandbox_expires_at"].is_string());
+    // The figure the build recorded with its sandbox, read as is.
+    assert_eq!(body["sandbox_expires_at"], "2100-01-01T00:00:00.000+00:00");
     pause(&app, id).await;
     let body: Value = app
         .get(&format!("/api/generation/{id}/status"), ALICE)
@@ -113,6 +114,7 @@ async fn status_shows_what_the_pipeline_wrote() {
         .unwrap();
     assert_eq!(body["sandbox_paused"], Value::Bool(true));
     assert_eq!(body["sandbox_state"], "paused");
+    assert!(body["sandbox_expires_at"].is_null(), "null while paused");
 
     let failed = app.start_job(ALICE).await;
     let debug_id = DebugId::new();
@@ -173,6 +175,7 @@ async fn status_answers_from_memory_and_follows_what_another_process_writes() {
                 expected_version: ready.sandbox_state_version,
                 state: SandboxState::Paused,
                 preview_url: None,
+                expires_at: None,
             },
         )
         .await

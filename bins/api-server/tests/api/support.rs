@@ -61,10 +61,16 @@ pub async fn make_ready(app: &TestApp, id: JobId, preview_url: &str) -> Job {
             preview_url: Some(preview_url.to_owned()),
             assign_build_version: true,
             sandbox_state: Some(SandboxState::Running),
+            sandbox_expires_at: Some(ready_expiry()),
             ..TransitionUpdate::default()
         },
     )
     .await
+}
+
+/// The fixed `sandbox_expires_at` [`make_ready`] records, as the pipeline's create would.
+pub fn ready_expiry() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(4_102_444_800, 0).expect("2100-01-01")
 }
 
 /// Records the job's sandbox as paused (Postgres, then the hash).
@@ -84,6 +90,7 @@ pub async fn set_sandbox(app: &TestApp, id: JobId, state: SandboxState) -> Job {
                 expected_version: job.sandbox_state_version,
                 state,
                 preview_url: None,
+                expires_at: None,
             },
         )
         .await

@@ -113,6 +113,7 @@ async fn a_stuck_pausing_behind_600_ready_jobs_is_settled() {
                 expected_version: built.sandbox_state_version,
                 state: SandboxState::Pausing,
                 preview_url: None,
+                expires_at: None,
             },
         )
         .await

@@ -44,6 +44,9 @@ pub struct TransitionUpdate {
     /// policy pauses at once (in the READY write itself: one write less between READY and paused). A paused
     /// state is never written here: only the provider's confirmation records that.
     pub sandbox_state: Option<SandboxState>,
+    /// When the provider stops the sandbox (the time just before its timeout was set, plus that timeout):
+    /// written when set, with the write that records the sandbox running.
+    pub sandbox_expires_at: Option<DateTime<Utc>>,
     /// The build's fencing token, its attempt: when set, the write applies only while the job's `attempts`
     /// is still this one, so that a build whose job has moved on to another attempt (a stalled worker that
     /// lost its lease) can never write over the new one. `None` for writes that win whatever the attempt
@@ -100,6 +103,9 @@ pub struct SandboxStateUpdate {
     pub state: SandboxState,
     /// Written when set; paused_at/resumed_at follow from the state.
     pub preview_url: Option<String>,
+    /// When the provider stops the sandbox, written when set (a confirmed resume). Cleared by a move to a
+    /// paused or dead state, whatever this holds.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Postgres, the system of record.

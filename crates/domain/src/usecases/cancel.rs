@@ -145,6 +145,7 @@ pub(crate) async fn kill_sandbox(deps: CancelDeps<'_>, job: Job) -> Job {
         expected_version: job.sandbox_state_version,
         state: SandboxState::Killed,
         preview_url: None,
+        expires_at: None,
     };
     match deps.repo.set_sandbox_state(job.id, update).await {
         Ok(Some(killed)) => {

@@ -34,6 +34,7 @@ fn job(id: JobId, status: JobStatus) -> Job {
         sandbox_state_version: 0,
         paused_at: None,
         resumed_at: None,
+        sandbox_expires_at: None,
         last_activity_at: None,
         enqueued_at: Some(now),
         started_at: None,

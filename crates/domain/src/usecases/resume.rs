@@ -24,13 +24,13 @@ use tracing::Instrument;
 
 use crate::ports::{
     JobRepository, LiveJobStore, PreviewProbe, ProviderState, RepoError, SandboxError,
-    SandboxRuntime,
+    SandboxRuntime, SandboxStateUpdate,
 };
 use crate::usecases::pipeline::PackageJsonParser;
-use crate::usecases::snapshot::{save_live, set_state, set_state_with_preview};
+use crate::usecases::snapshot::{save_live, set_state};
 
 use crate::{Job, JobId, JobStatus, SandboxId, SandboxState, UserId};
-use attempt::AttemptError;
+use attempt::{AttemptError, Attempted};
 
 /// The message of a 503 with `error_type` `sandbox_expired`.
 pub const EXPIRED_MESSAGE: &str = "Sandbox has expired and cannot be resumed. Please rebuild.";
@@ -318,7 +318,7 @@ impl Inner {
     ) -> Result<Resumed, ResumeError> {
         let outcome = tokio::time::timeout_at(until, self.attempts(&job)).await;
         match outcome {
-            Ok(Ok(preview_url)) => self.finish(&job, preview_url).await,
+            Ok(Ok(attempted)) => self.finish(&job, attempted).await,
             Ok(Err(AttemptError::Expired(reason))) => {
                 self.record(&job, SandboxState::Expired).await?;
                 Err(ResumeError::Expired { reason })
@@ -331,13 +331,24 @@ impl Inner {
         }
     }
 
-    /// Records `running` with the preview (Postgres, then Redis) and answers it.
-    async fn finish(&self, job: &Job, preview_url: String) -> Result<Resumed, ResumeError> {
+    /// Records `running` with the preview and when the provider stops the sandbox (Postgres, then Redis),
+    /// and answers it.
+    async fn finish(&self, job: &Job, attempted: Attempted) -> Result<Resumed, ResumeError> {
         let repo = self.deps.repo.as_ref();
-        let written =
-            set_state_with_preview(repo, job, SandboxState::Running, Some(preview_url.clone()))
-                .await
-                .map_err(ResumeError::Repo)?;
+        let Attempted {
+            preview_url,
+            expires_at,
+        } = attempted;
+        let update = SandboxStateUpdate {
+            expected_version: job.sandbox_state_version,
+            state: SandboxState::Running,
+            preview_url: Some(preview_url.clone()),
+            expires_at: Some(expires_at),
+        };
+        let written = repo
+            .set_sandbox_state(job.id, update)
+            .await
+            .map_err(ResumeError::Repo)?;
         let job = match written {
             Some(written) => written,
             None => {

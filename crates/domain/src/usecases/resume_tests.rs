@@ -92,6 +92,38 @@ async fn concurrent_resumes_share_one_connect_and_one_result() {
     assert_eq!(row.reads(), 0);
 }
 
+/// The provider stops the resumed sandbox `provider_timeout` after Slipway last set it (the set_timeout once
+/// the preview answers): that is what the row records, and a pause clears it.
+#[tokio::test(start_paused = true)]
+async fn a_resume_records_when_the_provider_stops_the_sandbox() {
+    let j = ready_job(SandboxState::Paused);
+    let (mut m, row) = Mocks::new(&j);
+    type SetAt = (chrono::DateTime<chrono::Utc>, Duration);
+    let set: Arc<Mutex<Vec<SetAt>>> = Default::default();
+    let seen = set.clone();
+    m.runtime.expect_connect().times(1).returning(|_, _| Ok(()));
+    m.runtime.expect_set_timeout().returning(move |_, timeout| {
+        seen.lock().unwrap().push((chrono::Utc::now(), timeout));
+        Ok(())
+    });
+    m.probe.expect_get().returning(|_| answer(200));
+    let service = m.service();
+    assert_eq!(row.current().sandbox_expires_at, None, "null while paused");
+
+    service.resume(&user(), j.id).await.unwrap();
+
+    let (at, timeout) = *set.lock().unwrap().last().expect("a timeout was set");
+    assert_eq!(timeout, ResumeConfig::default().provider_timeout);
+    let expires = row
+        .current()
+        .sandbox_expires_at
+        .expect("recorded with running");
+    let timeout = chrono::Duration::from_std(timeout).unwrap();
+    // Taken just before the provider call: never later than it, and within a small tolerance.
+    assert!(expires <= at + timeout, "{expires} > {at} + {timeout}");
+    assert!(expires >= at + timeout - chrono::Duration::seconds(2));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_resume_during_the_pause_waits_for_it_then_resumes() {
     let j = ready_job(SandboxState::Pausing);

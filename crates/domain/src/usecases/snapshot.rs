@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use crate::ports::{
@@ -178,9 +179,19 @@ pub(crate) async fn set_state_with_preview(
             expected_version: job.sandbox_state_version,
             state,
             preview_url,
+            expires_at: None,
         },
     )
     .await
+}
+
+/// When the provider stops a sandbox whose timeout was set to `timeout` at `set_at` (taken just before the
+/// provider call, so that the figure never overstates). A timeout too large to add gives `set_at`.
+pub(crate) fn expires_after(set_at: DateTime<Utc>, timeout: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(timeout)
+        .ok()
+        .and_then(|t| set_at.checked_add_signed(t))
+        .unwrap_or(set_at)
 }
 
 /// Mirrors the row to Redis; a failure is logged, since Redis is rebuilt from Postgres.

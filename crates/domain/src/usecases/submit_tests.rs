@@ -30,6 +30,7 @@ pub(crate) fn job_from(new: &NewJob) -> Job {
         sandbox_state_version: 0,
         paused_at: None,
         resumed_at: None,
+        sandbox_expires_at: None,
         last_activity_at: None,
         enqueued_at: Some(now),
         started_at: None,

@@ -63,6 +63,7 @@ async fn list_projects_shows_the_latest_ready_job_and_its_pause(pool: PgPool) {
                 expected_version: latest.sandbox_state_version,
                 state: SandboxState::Paused,
                 preview_url: None,
+                expires_at: None,
             },
         )
         .await

@@ -16,6 +16,7 @@ fn to(state: SandboxState, job: &Job) -> SandboxStateUpdate {
         expected_version: job.sandbox_state_version,
         state,
         preview_url: None,
+        expires_at: None,
     }
 }
 
@@ -87,6 +88,7 @@ async fn stale_version_loses_and_writes_nothing(pool: PgPool) {
                 expected_version: job.sandbox_state_version,
                 state: SandboxState::Paused,
                 preview_url: Some("https://stale".into()),
+                expires_at: None,
             },
         )
         .await
@@ -126,6 +128,7 @@ async fn pause_and_resume_stamp_their_times(pool: PgPool) {
                 expected_version: resuming.sandbox_state_version,
                 state: SandboxState::Running,
                 preview_url: Some("https://3000-fresh.e2b.app".into()),
+                expires_at: None,
             },
         )
         .await

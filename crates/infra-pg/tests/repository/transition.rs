@@ -504,6 +504,7 @@ async fn ready_with_a_pause_at_once_records_the_sandbox_pausing(pool: PgPool) {
                 expected_version: ready.sandbox_state_version,
                 state: SandboxState::Paused,
                 preview_url: None,
+                expires_at: None,
             },
         )
         .await

@@ -62,6 +62,10 @@ pub(crate) fn to_fields(job: &Job) -> Vec<(&'static str, String)> {
     opt("build_version", job.build_version.clone());
     opt("paused_at", job.paused_at.map(format_time));
     opt("resumed_at", job.resumed_at.map(format_time));
+    opt(
+        "sandbox_expires_at",
+        job.sandbox_expires_at.map(format_time),
+    );
     opt("last_activity_at", job.last_activity_at.map(format_time));
     opt("enqueued_at", job.enqueued_at.map(format_time));
     opt("started_at", job.started_at.map(format_time));
@@ -102,6 +106,7 @@ pub(crate) fn from_fields(id: JobId, mut h: HashMap<String, String>) -> Result<J
         sandbox_state_version: r.req("sandbox_state_version", |s| s.parse().ok())?,
         paused_at: r.opt("paused_at", parse_time)?,
         resumed_at: r.opt("resumed_at", parse_time)?,
+        sandbox_expires_at: r.opt("sandbox_expires_at", parse_time)?,
         last_activity_at: r.opt("last_activity_at", parse_time)?,
         enqueued_at: r.opt("enqueued_at", parse_time)?,
         started_at: r.opt("started_at", parse_time)?,
@@ -171,6 +176,7 @@ mod tests {
             sandbox_state_version: 3,
             paused_at: Some(t),
             resumed_at: None,
+            sandbox_expires_at: None,
             last_activity_at: Some(t),
             enqueued_at: Some(t),
             started_at: Some(t),

@@ -212,6 +212,7 @@ mod tests {
             sandbox_state_version: 0,
             paused_at: None,
             resumed_at: None,
+            sandbox_expires_at: None,
             last_activity_at: None,
             enqueued_at: None,
             started_at: None,

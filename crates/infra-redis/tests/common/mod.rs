@@ -107,6 +107,7 @@ pub fn job() -> Job {
         sandbox_state_version: 0,
         paused_at: None,
         resumed_at: None,
+        sandbox_expires_at: None,
         last_activity_at: None,
         enqueued_at: Some(t),
         started_at: None,

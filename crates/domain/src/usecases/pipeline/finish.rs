@@ -122,6 +122,7 @@ impl Build<'_> {
             expected_version: self.job.sandbox_state_version,
             state: SandboxState::Killed,
             preview_url: None,
+            expires_at: None,
         };
         match self.deps.repo.set_sandbox_state(self.job.id, update).await {
             Ok(Some(job)) => {

@@ -112,6 +112,7 @@ async fn set_state(
         expected_version: job.sandbox_state_version,
         state,
         preview_url: None,
+        expires_at: None,
     };
     deps.repo.set_sandbox_state(job.id, update).await
 }

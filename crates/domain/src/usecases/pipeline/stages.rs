@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use chrono::Utc;
+
 use super::context::{Build, Stop};
 use super::failure::{tail, PipelineError, Step, STDERR_TAIL_CHARS};
 use super::files::{self, ValidatedFiles};
@@ -10,6 +12,7 @@ use crate::ports::{CommandSpec, GeneratorError, SandboxError, SandboxSpec, Trans
 use crate::usecases::framework::{self, PackageFacts};
 use crate::usecases::output_tail::{tee, OutputTail};
 use crate::usecases::preview::{self, Readiness};
+use crate::usecases::snapshot::expires_after;
 use crate::{JobGoal, JobStatus, SandboxId, SandboxState};
 
 /// Past a command's own deadline, how long we wait for the runtime to report it before giving up on it.
@@ -40,6 +43,8 @@ impl Build<'_> {
             timeout: self.config.sandbox_timeout,
             auto_pause: self.config.auto_pause,
         };
+        // The provider counts its timeout from the create: from just before it, the figure never overstates.
+        let expires_at = expires_after(Utc::now(), spec.timeout);
         // Not raced against the token: a create dropped in flight could leave a sandbox nobody knows about.
         let sandbox = self
             .deps
@@ -52,6 +57,7 @@ impl Build<'_> {
         let update = TransitionUpdate {
             sandbox_id: Some(sandbox.clone()),
             sandbox_state: Some(SandboxState::Running),
+            sandbox_expires_at: Some(expires_at),
             workspace_path: Some(self.deps.runtime.workspace_path()),
             ..Self::message("Writing code")
         };

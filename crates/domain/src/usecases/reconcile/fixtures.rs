@@ -36,6 +36,7 @@ pub(crate) fn job(status: JobStatus) -> Job {
         sandbox_state_version: 0,
         paused_at: None,
         resumed_at: None,
+        sandbox_expires_at: None,
         last_activity_at: None,
         enqueued_at: Some(hour_ago),
         started_at: None,
@@ -66,6 +67,12 @@ pub(crate) fn applied(job: &Job, update: &SandboxStateUpdate) -> Job {
     j.sandbox_state_version = update.expected_version + 1;
     if let Some(url) = &update.preview_url {
         j.preview_url = Some(url.clone());
+    }
+    // As the Postgres adapter writes it: cleared by a move to paused or a dead state, else kept or replaced.
+    if update.state.is_paused() || !update.state.is_live() {
+        j.sandbox_expires_at = None;
+    } else if update.expires_at.is_some() {
+        j.sandbox_expires_at = update.expires_at;
     }
     // As the Postgres adapter stamps them: resumed_at only on a move to running from paused or resuming.
     let now = Utc::now();

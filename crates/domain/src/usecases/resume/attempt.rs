@@ -3,12 +3,21 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use super::Inner;
 use crate::ports::{CommandSpec, SandboxError};
 use crate::usecases::framework;
 use crate::usecases::output_tail::OutputTail;
 use crate::usecases::preview::{wait_for_dev_server, wait_until_up, Readiness};
+use crate::usecases::snapshot::expires_after;
 use crate::{Job, SandboxId};
+
+/// A resume that worked: the preview that answers, and when the provider will stop the sandbox.
+pub(super) struct Attempted {
+    pub(super) preview_url: String,
+    pub(super) expires_at: DateTime<Utc>,
+}
 
 /// How one attempt failed: only the provider's not-found on connect means the sandbox is gone.
 pub(super) enum AttemptError {
@@ -18,7 +27,7 @@ pub(super) enum AttemptError {
 
 impl Inner {
     /// The first attempt and, unless the sandbox is gone, one retry after the backoff.
-    pub(super) async fn attempts(&self, job: &Job) -> Result<String, AttemptError> {
+    pub(super) async fn attempts(&self, job: &Job) -> Result<Attempted, AttemptError> {
         match self.attempt(job).await {
             Err(AttemptError::Failed(reason)) => {
                 tracing::warn!(attempt = 1, %reason, "resume attempt failed; retrying");
@@ -29,13 +38,16 @@ impl Inner {
         }
     }
 
-    async fn attempt(&self, job: &Job) -> Result<String, AttemptError> {
+    async fn attempt(&self, job: &Job) -> Result<Attempted, AttemptError> {
         let runtime = self.deps.runtime.as_ref();
         let Some(sandbox_id) = job.sandbox_id.as_ref() else {
             return Err(AttemptError::Expired("the job has no sandbox".into()));
         };
+        let timeout = self.config.provider_timeout;
+        // Connect sets the timeout (or keeps a longer one): counted from just before it, never overstated.
+        let connected_at = Utc::now();
         runtime
-            .connect(sandbox_id, self.config.provider_timeout)
+            .connect(sandbox_id, timeout)
             .await
             .map_err(|e| match e {
                 SandboxError::NotFound(reason) => AttemptError::Expired(reason),
@@ -48,13 +60,18 @@ impl Inner {
         };
 
         // The backstop counts from now, when the preview is known to answer.
-        if let Err(error) = runtime
-            .set_timeout(sandbox_id, self.config.provider_timeout)
-            .await
-        {
-            tracing::warn!(error = %error, "could not set the provider timeout backstop");
-        }
-        Ok(preview_url)
+        let set_at = Utc::now();
+        let expires_at = match runtime.set_timeout(sandbox_id, timeout).await {
+            Ok(()) => expires_after(set_at, timeout),
+            Err(error) => {
+                tracing::warn!(error = %error, "could not set the provider timeout backstop");
+                expires_after(connected_at, timeout)
+            }
+        };
+        Ok(Attempted {
+            preview_url,
+            expires_at,
+        })
     }
 
     /// The recorded preview, when it answers within the short check deadline.

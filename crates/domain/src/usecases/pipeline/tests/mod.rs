@@ -56,6 +56,7 @@ pub(super) fn queued_job() -> Job {
         sandbox_state_version: 0,
         paused_at: None,
         resumed_at: None,
+        sandbox_expires_at: None,
         last_activity_at: None,
         enqueued_at: Some(now),
         started_at: None,
@@ -117,6 +118,7 @@ impl Db {
         if let Some(w) = &update.workspace_path {
             job.workspace_path = Some(w.clone());
         }
+        job.sandbox_expires_at = update.sandbox_expires_at.or(job.sandbox_expires_at);
         if update.assign_build_version && to == JobStatus::Ready {
             job.build_version = Some(BuildVersion(1).label());
         }
