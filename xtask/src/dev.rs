@@ -22,6 +22,11 @@ use crate::workspace::{
 use crate::{migrate, node, run, token};
 
 pub const DEFAULT_API_ADDR: &str = "127.0.0.1:8000";
+/// The preview gateway's listener; previews are `http://{label}.preview.localhost:{port}/`, which browsers
+/// and curl resolve to this machine.
+pub const DEFAULT_PREVIEW_ADDR: &str = "127.0.0.1:8001";
+/// The dev session's preview secret: labels stay the same across restarts. Never a production value.
+const DEV_PREVIEW_SECRET: &str = "slipway-dev-preview-secret";
 /// The HS256 secret `dev` gives the api-server unless JWT_HS256_SECRET is set (`demo` signs with it too).
 pub const DEV_SECRET: &str = "slipway-dev-secret";
 const READY_DEADLINE: Duration = Duration::from_secs(60);
@@ -83,6 +88,8 @@ pub async fn run() -> anyhow::Result<ExitCode> {
 struct Settings {
     vars: Vec<(&'static str, String)>,
     api_addr: String,
+    /// `PREVIEW_DOMAIN`: where previews are served.
+    preview_domain: String,
     sandbox_root: PathBuf,
     /// The HS256 secret, when the api-server verifies tokens with one (so a dev token can be minted).
     secret: Option<String>,
@@ -96,7 +103,22 @@ impl Settings {
             "LOCAL_SANDBOX_ROOT",
             &default_root.to_string_lossy(),
         ));
+        let preview_addr = env_or("PREVIEW_ADDR", DEFAULT_PREVIEW_ADDR);
+        let preview_port = preview_addr
+            .rsplit_once(':')
+            .map_or("8001", |(_, port)| port)
+            .to_owned();
+        let preview_domain = env_or(
+            "PREVIEW_DOMAIN",
+            &format!("preview.localhost:{preview_port}"),
+        );
         let mut vars = vec![
+            ("PREVIEW_ADDR", preview_addr),
+            ("PREVIEW_DOMAIN", preview_domain.clone()),
+            (
+                "PREVIEW_SECRET",
+                env_or("PREVIEW_SECRET", DEV_PREVIEW_SECRET),
+            ),
             ("DATABASE_URL", postgres.url().to_string()),
             ("REDIS_URL", redis.url().to_string()),
             ("API_ADDR", api_addr.clone()),
@@ -121,6 +143,7 @@ impl Settings {
         Ok(Self {
             vars,
             api_addr,
+            preview_domain,
             sandbox_root,
             secret,
         })
@@ -175,6 +198,10 @@ fn print_banner(
     println!();
     println!("Slipway is running; Ctrl-C stops it.");
     println!("  API        {api}");
+    println!(
+        "  Previews   http://<label>.{} (a paused preview wakes when you open it)",
+        settings.preview_domain
+    );
     println!("  Postgres   {}", postgres.describe());
     println!("  Redis      {}", redis.describe());
     println!("  Sandboxes  {}", display_relative(&settings.sandbox_root));

@@ -87,6 +87,36 @@ pub struct Config {
     #[arg(long, env = "RESUME_ANSWER_WITHIN_SECS", default_value_t = 25)]
     pub resume_answer_within_secs: u64,
 
+    /// The preview gateway's own listener (`0.0.0.0:8001`); off when unset. It can run as its own
+    /// deployment of this binary: the same settings, only this listener exposed.
+    #[arg(long, env = "PREVIEW_ADDR")]
+    pub preview_addr: Option<SocketAddr>,
+
+    /// The public suffix of preview hosts, with its port when that is not the scheme's default:
+    /// `preview.example.com`, `preview.localhost:8001`. https, except for `localhost` suffixes.
+    #[arg(long, env = "PREVIEW_DOMAIN", default_value = "preview.localhost:8001")]
+    pub preview_domain: String,
+
+    /// The key preview host labels and signed tokens are made with. Required with `PREVIEW_ADDR`; every
+    /// process of a deployment must share it.
+    #[arg(long, env = "PREVIEW_SECRET")]
+    pub preview_secret: Option<Secret>,
+
+    /// `public`: a preview host (unguessable) opens the preview; `signed`: only with the owner's
+    /// short-lived token, exchanged for a cookie on that host.
+    #[arg(long, env = "PREVIEW_ACCESS", value_enum, default_value = "public")]
+    pub preview_access: crate::gateway::Access,
+
+    /// A browser navigation waits this many milliseconds for a wake before it gets the "waking up" page
+    /// (which retries by itself).
+    #[arg(long, env = "PREVIEW_WAKE_PAGE_AFTER_MS", default_value_t = 1500)]
+    pub preview_wake_page_after_ms: u64,
+
+    /// Longest a request waits for a wake (a non-browser client's, or one arriving during a wake) before
+    /// it gets 503 with `Retry-After`.
+    #[arg(long, env = "PREVIEW_WAKE_WAIT_SECS", default_value_t = 20)]
+    pub preview_wake_wait_secs: u64,
+
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
@@ -112,6 +142,28 @@ impl Config {
                 file_limit,
             ),
         }
+    }
+
+    /// The preview gateway's settings, when `PREVIEW_ADDR` turns it on.
+    pub fn gateway(
+        &self,
+    ) -> Result<Option<crate::gateway::GatewayConfig>, crate::gateway::ConfigError> {
+        let Some(addr) = self.preview_addr else {
+            return Ok(None);
+        };
+        let secret = self
+            .preview_secret
+            .as_ref()
+            .ok_or(crate::gateway::ConfigError::MissingSecret)?;
+        crate::gateway::GatewayConfig::new(
+            addr,
+            &self.preview_domain,
+            secret.expose(),
+            self.preview_access,
+            Duration::from_millis(self.preview_wake_page_after_ms),
+            Duration::from_secs(self.preview_wake_wait_secs),
+        )
+        .map(Some)
     }
 
     /// How long a resume call waits before answering 503 while it goes on.

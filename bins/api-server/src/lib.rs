@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod gateway;
 pub mod metrics;
 pub mod openapi;
 pub mod preview_check;
@@ -153,19 +154,28 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    run_with(listener, state, ServeLimits::default(), shutdown).await
+    run_with(listener, None, state, ServeLimits::default(), shutdown).await
 }
 
 /// Serves the application on `listener` until `shutdown` resolves, then stops accepting, ends the event
-/// streams and lets in-flight requests finish.
+/// streams and lets in-flight requests finish. With `preview` (and the state's gateway settings), the
+/// preview gateway is served on that listener too, until the same shutdown.
 pub async fn run_with(
     listener: TcpListener,
+    preview: Option<TcpListener>,
     state: AppState,
     limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let token = state.shutdown.clone();
     metrics::register();
+    let gateway = match (preview, state.gateway.clone()) {
+        (Some(preview), Some(config)) => {
+            Some(spawn_gateway(preview, state.clone(), config, limits)?)
+        }
+        (Some(_), None) => anyhow::bail!("a preview listener needs the gateway's settings"),
+        (None, _) => None,
+    };
     let app = router(state);
     tracing::info!(
         addr = %listener.local_addr()?,
@@ -178,7 +188,41 @@ pub async fn run_with(
         token.cancel();
     })
     .await?;
+    if let Some(gateway) = gateway {
+        gateway.await??;
+    }
     Ok(())
+}
+
+/// Starts the preview gateway on `listener` and its activity writer; both stop with the server.
+fn spawn_gateway(
+    listener: TcpListener,
+    state: AppState,
+    config: gateway::GatewayConfig,
+    limits: ServeLimits,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let stop = state.shutdown.clone();
+    let gw = gateway::Gateway::new(state.clone(), config.clone())
+        .map_err(|e| anyhow::anyhow!("cannot build the preview gateway's client: {e}"))?;
+    tokio::spawn(
+        gw.activity()
+            .clone()
+            .run(state.repo.clone(), config.flush_every, stop.clone()),
+    );
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        domain = %config.links.domain(),
+        access = ?config.links.access(),
+        "preview gateway listening"
+    );
+    let app = gateway::router(gw);
+    Ok(tokio::spawn(serve::serve(
+        listener,
+        app,
+        limits,
+        async move { stop.cancelled().await },
+        || {},
+    )))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -23,5 +23,16 @@ async fn main() -> anyhow::Result<()> {
     let limits = config.serve_limits(api_server::serve::file_limit::raise_to_hard());
     let state = wiring::build_state(&config).await?;
     let listener = TcpListener::bind(config.api_addr).await?;
-    api_server::run_with(listener, state, limits, api_server::shutdown_signal()).await
+    let preview = match config.preview_addr {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    api_server::run_with(
+        listener,
+        preview,
+        state,
+        limits,
+        api_server::shutdown_signal(),
+    )
+    .await
 }

@@ -43,6 +43,7 @@ const RESUME_OUTCOMES: [&str; 7] = [
 /// Declares every metric this process exports, with its help text, and starts the series whose labels are
 /// known in advance at zero: each exists from start, so `increase()` sees the first event.
 pub fn register() {
+    crate::gateway::metrics::register();
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(
         REQUESTS,

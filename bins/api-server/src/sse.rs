@@ -74,8 +74,10 @@ pub async fn events(
         .take_until(state.shutdown.clone().cancelled_owned());
     // Counted open until the response body, and with it this stream, is dropped.
     let open = crate::metrics::OpenStream::new(crate::metrics::EVENTS_STREAM);
-    let events = events.map(move |e| {
+    let shown_to_owner = state.clone();
+    let events = events.map(move |mut e| {
         let _open = &open;
+        e.preview_url = shown_to_owner.public_preview(e.job_id, e.preview_url.as_deref());
         Ok::<_, Infallible>(Event::default().data(infra_redis::event_to_json(&e)))
     });
 

@@ -76,9 +76,32 @@ pub struct Shared {
     pub request_timeout: Duration,
     /// Interval of the SSE heartbeat comment.
     pub sse_heartbeat: Duration,
+    /// The preview gateway's settings when it is on: every `preview_url` answered is then the gateway's.
+    pub gateway: Option<crate::gateway::GatewayConfig>,
 }
 
 impl Shared {
+    /// The preview URL `job`'s owner is given: the gateway's when it is on (with a fresh token in
+    /// `signed` mode), else the sandbox's own.
+    pub fn preview_url_of(&self, job: &domain::Job) -> Option<String> {
+        self.public_preview(job.id, job.preview_url.as_deref())
+    }
+
+    /// `direct` (a sandbox's own preview URL) as `job`'s owner is given it.
+    pub fn public_preview(&self, job: domain::JobId, direct: Option<&str>) -> Option<String> {
+        let direct = direct?;
+        Some(match &self.gateway {
+            Some(gateway) => gateway.links.url_for(job, chrono::Utc::now()),
+            None => direct.to_owned(),
+        })
+    }
+
+    /// Whether API calls count as preview activity: only without the gateway, which sees the visitors
+    /// themselves (a status poll is not someone looking at the app).
+    pub fn api_calls_are_activity(&self) -> bool {
+        self.gateway.is_none()
+    }
+
     pub fn submit_deps(&self) -> SubmitDeps<'_> {
         SubmitDeps {
             repo: self.repo.as_ref(),

@@ -38,6 +38,8 @@ pub struct Parts {
     pub sse_heartbeat: Duration,
     /// Resume's time budget (its answer bound comes from the configuration).
     pub resume: ResumeConfig,
+    /// The preview gateway's settings, when it is on.
+    pub gateway: Option<crate::gateway::GatewayConfig>,
 }
 
 /// Builds the state over a connected pool and Redis client. Must run inside a tokio runtime (the status
@@ -96,11 +98,15 @@ pub fn assemble(parts: Parts) -> Result<AppState, domain::ports::StoreError> {
         shutdown: CancellationToken::new(),
         request_timeout: parts.request_timeout,
         sse_heartbeat: parts.sse_heartbeat,
+        gateway: parts.gateway,
     }))
 }
 
 /// Connects everything the configuration names. Fails at start, naming what is wrong.
 pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
+    let gateway = config
+        .gateway()
+        .context("the preview gateway's settings (PREVIEW_*)")?;
     let auth = JwtVerifier::new(AuthConfig {
         hs256_secret: config
             .jwt_hs256_secret
@@ -118,17 +124,14 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     let redis = infra_redis::connect(config.redis_url.expose())
         .await
         .context("connecting to redis (REDIS_URL)")?;
-    let probe = config
-        .runtime
-        .preview_probe()
-        .context("building the preview probe")?;
+    let (sandbox, probe) = config.runtime.build_with_probe()?;
     assemble(Parts {
         pool,
         redis,
         redis_prefix: config.redis_prefix.clone(),
         tiers: config.tiers(),
         auth,
-        sandbox: config.runtime.build()?,
+        sandbox,
         probe: Arc::new(probe),
         request_timeout: config.request_timeout(),
         sse_heartbeat: crate::SSE_HEARTBEAT,
@@ -136,6 +139,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
             answer_within: config.resume_answer_within(),
             ..ResumeConfig::default()
         },
+        gateway,
     })
     .context("building the status cache's Redis client (REDIS_URL)")
 }

@@ -42,6 +42,7 @@ pub async fn build_all(config: &Config) -> anyhow::Result<Wired> {
         .context("could not connect to redis (REDIS_URL)")?;
     let prefix = config.redis_prefix.clone();
     let log_store = RedisLiveStore::new(redis.clone(), prefix.clone());
+    let (runtime, probe) = config.runtime.build_with_probe()?;
     let pipeline = PipelineDeps {
         logs: Arc::new(RedisLiveLog::new(log_store, LiveLogLimits::default())),
         log_archive: Arc::new(PgLogArchive::new(pool.clone())),
@@ -49,14 +50,9 @@ pub async fn build_all(config: &Config) -> anyhow::Result<Wired> {
         live: Arc::new(StageTimer::new(Arc::new(
             RedisLiveStore::new(redis.clone(), prefix.clone()).remembering_writes(REMEMBERED_JOBS),
         ))),
-        runtime: config.runtime.build()?,
+        runtime,
         generator: generator(config)?,
-        probe: Arc::new(
-            config
-                .runtime
-                .preview_probe()
-                .context("could not build the preview probe")?,
-        ),
+        probe: Arc::new(probe),
         package_parser: Arc::new(JsonPackageParser),
     };
     // The slot limits must be the api-server's: both read the same tier settings.

@@ -115,6 +115,14 @@ impl SandboxRuntime for MeteredRuntime {
         self.inner.preview_url(id, port).await
     }
 
+    // Per proxied request and answered from memory: not timed.
+    async fn preview_credential(
+        &self,
+        id: &SandboxId,
+    ) -> Result<Option<domain::ports::PreviewCredential>, SandboxError> {
+        self.inner.preview_credential(id).await
+    }
+
     async fn pause(&self, id: &SandboxId) -> Result<PauseOutcome, SandboxError> {
         timed("pause", self.inner.pause(id), |outcome| match outcome {
             PauseOutcome::Paused => "paused",

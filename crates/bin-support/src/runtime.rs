@@ -31,6 +31,8 @@ pub enum RuntimeSetupError {
     MissingE2bKey,
     #[error("invalid E2B settings (E2B_*): {0}")]
     E2b(SandboxError),
+    #[error("cannot build the preview probe: {0}")]
+    Probe(ProbeError),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -71,6 +73,11 @@ pub struct RuntimeArgs {
     /// `E2b-Sandbox-Port` headers (a self-hosted client proxy, `e2b-local`).
     #[arg(long, env = "E2B_SANDBOX_URL")]
     pub e2b_sandbox_url: Option<String>,
+
+    /// Create sandboxes with private previews (`allowPublicTraffic: false`): only the preview gateway,
+    /// which holds each sandbox's traffic access token, reaches them. Needs `PREVIEW_ADDR`.
+    #[arg(long, env = "E2B_PRIVATE_PREVIEWS", default_value_t = false)]
+    pub e2b_private_previews: bool,
 }
 
 impl RuntimeArgs {
@@ -90,6 +97,22 @@ impl RuntimeArgs {
         }
     }
 
+    /// The runtime and its preview probe, which shares what the runtime learns of private sandboxes
+    /// (their traffic tokens).
+    pub fn build_with_probe(
+        &self,
+    ) -> Result<(Arc<dyn SandboxRuntime>, HttpPreviewProbe), RuntimeSetupError> {
+        let probe = self.preview_probe().map_err(RuntimeSetupError::Probe)?;
+        if self.sandbox_runtime == RuntimeKind::E2b && self.e2b_private_previews {
+            let runtime = self.e2b()?;
+            let probe = probe.with_traffic_tokens(runtime.traffic_tokens());
+            let runtime =
+                Arc::new(MeteredRuntime::new(Arc::new(runtime))) as Arc<dyn SandboxRuntime>;
+            return Ok((runtime, probe));
+        }
+        Ok((self.build()?, probe))
+    }
+
     /// The runtime without the latency metrics of [`MeteredRuntime`].
     fn build_unmetered(&self) -> Result<Arc<dyn SandboxRuntime>, RuntimeSetupError> {
         match self.sandbox_runtime {
@@ -99,24 +122,25 @@ impl RuntimeArgs {
                     path: self.local_sandbox_root.clone(),
                     source,
                 }),
-            RuntimeKind::E2b => {
-                // clap requires the key with this runtime; this is the error if that ever changes.
-                let key = self
-                    .e2b_api_key
-                    .as_ref()
-                    .ok_or(RuntimeSetupError::MissingE2bKey)?;
-                let config = E2bConfig {
-                    api_url: self.e2b_api_url.clone(),
-                    domain: self.e2b_domain.clone(),
-                    scheme: self.e2b_sandbox_scheme,
-                    sandbox_url: self.e2b_sandbox_url.clone(),
-                    ..E2bConfig::new(ApiKey::new(key.expose()), self.e2b_template.clone())
-                };
-                E2bRuntime::new(config)
-                    .map(|r| Arc::new(r) as Arc<dyn SandboxRuntime>)
-                    .map_err(RuntimeSetupError::E2b)
-            }
+            RuntimeKind::E2b => self.e2b().map(|r| Arc::new(r) as Arc<dyn SandboxRuntime>),
         }
+    }
+
+    fn e2b(&self) -> Result<E2bRuntime, RuntimeSetupError> {
+        // clap requires the key with this runtime; this is the error if that ever changes.
+        let key = self
+            .e2b_api_key
+            .as_ref()
+            .ok_or(RuntimeSetupError::MissingE2bKey)?;
+        let config = E2bConfig {
+            api_url: self.e2b_api_url.clone(),
+            domain: self.e2b_domain.clone(),
+            scheme: self.e2b_sandbox_scheme,
+            sandbox_url: self.e2b_sandbox_url.clone(),
+            private_previews: self.e2b_private_previews,
+            ..E2bConfig::new(ApiKey::new(key.expose()), self.e2b_template.clone())
+        };
+        E2bRuntime::new(config).map_err(RuntimeSetupError::E2b)
     }
 }
 

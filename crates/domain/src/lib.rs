@@ -5,6 +5,7 @@
 //! `infra-*` crates implement its ports and the binaries wire them together.
 
 pub mod event;
+pub mod gateway;
 pub mod goal;
 pub mod ids;
 pub mod job;

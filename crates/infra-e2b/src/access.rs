@@ -13,7 +13,8 @@ use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 
-/// A sandbox's envd access token, sent as `X-Access-Token`. Its `Debug` never prints it.
+/// A sandbox credential: its envd access token (sent as `X-Access-Token`) or its traffic access token (sent
+/// as `e2b-traffic-access-token` by the preview gateway). Its `Debug` never prints it.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct EnvdToken(String);
@@ -38,6 +39,9 @@ pub(crate) struct SandboxAccess {
     pub token: Option<EnvdToken>,
     /// The domain its answers carried; `None`: the configured one.
     pub domain: Option<String>,
+    /// The traffic access token of a sandbox created with private previews (create and connect answers
+    /// carry it; `GET /sandboxes/{id}` does not).
+    pub traffic: Option<EnvdToken>,
 }
 
 /// What this process has learned, by sandbox id.
@@ -62,6 +66,22 @@ impl AccessCache {
     }
 }
 
+/// The traffic access tokens a runtime learned, shared with the preview probe so that a private sandbox's
+/// readiness can be checked (the probe sends the token as the gateway does).
+#[derive(Debug, Clone)]
+pub struct TrafficTokens(AccessCache);
+
+impl TrafficTokens {
+    pub(crate) fn new(cache: AccessCache) -> Self {
+        Self(cache)
+    }
+
+    /// The token of `sandbox_id`, when it has one and this process learned it.
+    pub(crate) fn of(&self, sandbox_id: &str) -> Option<EnvdToken> {
+        self.0.get(sandbox_id).and_then(|a| a.traffic)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +92,7 @@ mod tests {
         let access = SandboxAccess {
             token: Some(token.clone()),
             domain: None,
+            traffic: Some(token.clone()),
         };
         let cache = AccessCache::default();
         cache.remember("sbx", access.clone());

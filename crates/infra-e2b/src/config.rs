@@ -109,6 +109,9 @@ pub struct E2bConfig {
     pub envd_port: u16,
     /// The deadline of one control-plane call, every retry included ([`CALL_TIMEOUT`]).
     pub call_timeout: Duration,
+    /// `E2B_PRIVATE_PREVIEWS`: create sandboxes with `allowPublicTraffic: false`, so that only the holder
+    /// of a sandbox's traffic access token (the preview gateway) reaches its ports.
+    pub private_previews: bool,
 }
 
 impl E2bConfig {
@@ -123,6 +126,7 @@ impl E2bConfig {
             template: template.into(),
             envd_port: ENVD_PORT,
             call_timeout: CALL_TIMEOUT,
+            private_previews: false,
         }
     }
 

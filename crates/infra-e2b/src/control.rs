@@ -37,6 +37,17 @@ struct NewSandbox<'a> {
     /// id could run commands in it.
     secure: bool,
     metadata: BTreeMap<&'static str, String>,
+    /// With private previews, `allowPublicTraffic: false`: the sandbox's ports answer only requests that
+    /// carry its traffic access token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network: Option<NetworkBody>,
+}
+
+/// `SandboxNetworkConfig` in the spec: the field we set.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NetworkBody {
+    allow_public_traffic: bool,
 }
 
 /// `ConnectSandbox` and `SandboxTimeoutRequest` in the spec.
@@ -56,6 +67,9 @@ pub(crate) struct SandboxInfo {
     /// Nullable: only a sandbox on another cluster has a domain of its own.
     #[serde(default)]
     pub domain: Option<String>,
+    /// Nullable: set for a sandbox whose previews are private.
+    #[serde(default)]
+    pub traffic_access_token: Option<EnvdToken>,
 }
 
 impl SandboxInfo {
@@ -63,6 +77,7 @@ impl SandboxInfo {
         SandboxAccess {
             token: self.envd_access_token.clone(),
             domain: self.domain.clone(),
+            traffic: self.traffic_access_token.clone(),
         }
     }
 }
@@ -85,6 +100,7 @@ impl SandboxDetail {
         SandboxAccess {
             token: self.envd_access_token.clone(),
             domain: self.domain.clone(),
+            traffic: None,
         }
     }
 }
@@ -203,6 +219,9 @@ impl ControlPlane {
             auto_pause: spec.auto_pause,
             secure: true,
             metadata,
+            network: self.config.private_previews.then_some(NetworkBody {
+                allow_public_traffic: false,
+            }),
         };
         let resp = self
             .call("create", &[], |c| {
@@ -330,6 +349,7 @@ mod tests {
             auto_pause: true,
             secure: true,
             metadata: BTreeMap::from([(SLIPWAY_KEY, SLIPWAY_VALUE.to_owned())]),
+            network: None,
         };
         assert_eq!(
             serde_json::to_value(&body).unwrap(),
@@ -340,6 +360,33 @@ mod tests {
                 "secure": true,
                 "metadata": {"slipway": "1"}
             })
+        );
+    }
+
+    #[test]
+    fn private_previews_refuse_public_traffic_and_keep_the_token() {
+        let body = NewSandbox {
+            template_id: "base",
+            timeout: 60,
+            auto_pause: true,
+            secure: true,
+            metadata: BTreeMap::new(),
+            network: Some(NetworkBody {
+                allow_public_traffic: false,
+            }),
+        };
+        assert_eq!(
+            serde_json::to_value(&body).unwrap()["network"],
+            serde_json::json!({"allowPublicTraffic": false})
+        );
+        let info: SandboxInfo = serde_json::from_str(
+            r#"{"templateID":"base","sandboxID":"i8d9","clientID":"c","envdVersion":"0.2.4",
+                "envdAccessToken":"tok","trafficAccessToken":"traffic","domain":null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            info.access().traffic.map(|t| t.expose().to_owned()),
+            Some("traffic".into())
         );
     }
 

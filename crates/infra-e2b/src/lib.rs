@@ -22,10 +22,11 @@ mod resolve;
 pub mod retry;
 mod runtime;
 
+pub use access::TrafficTokens;
 pub use config::{
     ApiKey, E2bConfig, Scheme, CALL_TIMEOUT, DEFAULT_API_URL, DEFAULT_DOMAIN, ENVD_PORT,
     WORKSPACE_PATH,
 };
 pub use probe::HttpPreviewProbe;
 pub use resolve::LocalhostResolver;
-pub use runtime::E2bRuntime;
+pub use runtime::{E2bRuntime, TRAFFIC_TOKEN_HEADER};

@@ -29,6 +29,8 @@ pub struct HttpPreviewProbe {
     client: reqwest::Client,
     /// Where previews of sandbox hosts are fetched with routing headers, when set.
     sandbox_url: Option<Url>,
+    /// Private sandboxes' traffic tokens, sent with each probe of their previews.
+    traffic: Option<crate::access::TrafficTokens>,
 }
 
 impl HttpPreviewProbe {
@@ -43,7 +45,16 @@ impl HttpPreviewProbe {
         Ok(Self {
             client,
             sandbox_url: None,
+            traffic: None,
         })
+    }
+
+    /// Probes of a private sandbox's preview carry its traffic token (`E2B_PRIVATE_PREVIEWS`).
+    pub fn with_traffic_tokens(self, tokens: crate::access::TrafficTokens) -> Self {
+        Self {
+            traffic: Some(tokens),
+            ..self
+        }
     }
 
     /// Previews of sandbox hosts go to `sandbox_url` with routing headers (`E2B_SANDBOX_URL`).
@@ -58,7 +69,20 @@ impl HttpPreviewProbe {
     }
 
     fn request(&self, url: &Url) -> reqwest::RequestBuilder {
-        match (&self.sandbox_url, sandbox_target(url)) {
+        let target = sandbox_target(url);
+        let token = match (&self.traffic, &target) {
+            (Some(tokens), Some((_, id))) => tokens.of(id),
+            _ => None,
+        };
+        let request = self.routed(url, target);
+        match token {
+            Some(token) => request.header(crate::runtime::TRAFFIC_TOKEN_HEADER, token.expose()),
+            None => request,
+        }
+    }
+
+    fn routed(&self, url: &Url, target: Option<(u16, String)>) -> reqwest::RequestBuilder {
+        match (&self.sandbox_url, target) {
             (Some(base), Some((port, sandbox_id))) => {
                 let mut routed = base.clone();
                 routed.set_path(url.path());

@@ -7,7 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use domain::ports::{
     BackgroundCommand, CommandExit, CommandOutput, CommandSpec, ExitReporter, OutputStream,
-    PauseOutcome, ProviderSandbox, ProviderState, SandboxError, SandboxRuntime, SandboxSpec,
+    PauseOutcome, PreviewCredential, ProviderSandbox, ProviderState, SandboxError, SandboxRuntime,
+    SandboxSpec,
 };
 use domain::usecases::output_tail::{tee, OutputTail};
 use domain::{JobId, SandboxId};
@@ -26,6 +27,10 @@ use crate::retry::RetryPolicy;
 const DEADLINE_GRACE: Duration = Duration::from_secs(5);
 /// How long a background command may take to report that it started.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// The header E2B's proxy reads a private sandbox's traffic access token from.
+pub const TRAFFIC_TOKEN_HEADER: &str = "e2b-traffic-access-token";
+/// The timeout a connect made only to learn a traffic token asks for (connect never shortens one).
+const CREDENTIAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long establishing a TCP/TLS connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -56,6 +61,11 @@ impl E2bRuntime {
             config,
             access: AccessCache::default(),
         })
+    }
+
+    /// The traffic tokens this runtime learns, for [`crate::HttpPreviewProbe::with_traffic_tokens`].
+    pub fn traffic_tokens(&self) -> crate::access::TrafficTokens {
+        crate::access::TrafficTokens::new(self.access.clone())
     }
 
     /// The token and domain of a sandbox; asks the platform when this process has not seen them yet
@@ -291,6 +301,31 @@ impl SandboxRuntime for E2bRuntime {
         let access = self.access(id.as_str()).await?;
         let domain = self.config.domain_of(access.domain.as_deref());
         Ok(self.config.preview_url(id.as_str(), domain, port))
+    }
+
+    #[tracing::instrument(skip_all, fields(sandbox_id = %id), err)]
+    async fn preview_credential(
+        &self,
+        id: &SandboxId,
+    ) -> Result<Option<PreviewCredential>, SandboxError> {
+        if !self.config.private_previews {
+            return Ok(None);
+        }
+        let mut access = self.access(id.as_str()).await?;
+        if access.traffic.is_none() {
+            // Only create and connect answers carry the token. Connect never shortens the timeout, and
+            // the gateway asks only for a sandbox its record says is running.
+            let info = self
+                .control
+                .connect(id.as_str(), CREDENTIAL_CONNECT_TIMEOUT)
+                .await?;
+            access = info.access();
+            self.access.remember(id.as_str(), access.clone());
+        }
+        Ok(access.traffic.map(|token| PreviewCredential {
+            header: TRAFFIC_TOKEN_HEADER,
+            value: token.expose().to_owned(),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(sandbox_id = %id), err)]

@@ -89,11 +89,16 @@ pub async fn status(
     JobIdPath(id): JobIdPath,
 ) -> Result<Json<GenerationStatusResponse>, ApiError> {
     let job = load_owned_job_from(&state.status_reads, &state, &user.user_id, id).await?;
-    // A founder watching a running preview keeps it awake (the idle re-pause reads this).
-    if let Err(error) = state.activity.touch_if_running(&job).await {
-        tracing::warn!(job_id = %id, error = %error, "preview activity not recorded");
+    // Without the gateway, a founder watching a running preview keeps it awake (the idle re-pause reads
+    // this); with it, the gateway sees the visitors themselves.
+    if state.api_calls_are_activity() {
+        if let Err(error) = state.activity.touch_if_running(&job).await {
+            tracing::warn!(job_id = %id, error = %error, "preview activity not recorded");
+        }
     }
-    Ok(Json(GenerationStatusResponse::from_job(&job)))
+    let mut answer = GenerationStatusResponse::from_job(&job);
+    answer.preview_url = state.preview_url_of(&job);
+    Ok(Json(answer))
 }
 
 /// Cancels a build that is not finished.
@@ -148,8 +153,10 @@ pub async fn preview_check(
         .preview_url
         .clone()
         .ok_or(ApiError::NotFound("No preview URL available"))?;
-    if let Err(error) = state.activity.touch_if_running(&job).await {
-        tracing::warn!(job_id = %id, error = %error, "preview activity not recorded");
+    if state.api_calls_are_activity() {
+        if let Err(error) = state.activity.touch_if_running(&job).await {
+            tracing::warn!(job_id = %id, error = %error, "preview activity not recorded");
+        }
     }
     // As the status answer says at the same instant: paused, or pausing (about to be).
     let verdict = if job.sandbox_state.leads_to_resume() {
@@ -159,7 +166,7 @@ pub async fn preview_check(
     };
     Ok(Json(PreviewCheckResponse {
         embeddable: verdict.embeddable,
-        preview_url: url,
+        preview_url: state.public_preview(job.id, Some(&url)).unwrap_or(url),
         reason: verdict.reason,
     }))
 }

@@ -36,7 +36,9 @@ pub async fn resume(
     crate::metrics::resume_finished(resume_outcome(&result), started.elapsed());
     match result {
         Ok(resumed) => Ok(Json(ResumeResponse {
-            preview_url: resumed.preview_url,
+            preview_url: state
+                .public_preview(id, Some(&resumed.preview_url))
+                .unwrap_or(resumed.preview_url),
             sandbox_id: resumed.sandbox_id.to_string(),
         })),
         Err(ResumeError::NotFound) => Err(ApiError::job_not_found()),

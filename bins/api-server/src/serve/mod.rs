@@ -33,6 +33,10 @@ use early_errors::EarlyErrors;
 use in_flight::CountedBody;
 use registry::{Admission, Registry, Slot};
 
+/// The address a request's connection came from (a request extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// How the server treats connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeLimits {
@@ -68,7 +72,7 @@ pub async fn serve(
     let draining = CancellationToken::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -90,6 +94,7 @@ pub async fn serve(
                 crate::metrics::connection_admitted(evicted);
                 connections.spawn(connection(
                     stream,
+                    PeerAddr(peer),
                     app.clone(),
                     slot,
                     limits,
@@ -131,6 +136,7 @@ async fn accept_failed(error: &std::io::Error) {
 /// evicts it or the server drains it.
 async fn connection(
     stream: TcpStream,
+    peer: PeerAddr,
     app: Router,
     slot: Slot,
     limits: ServeLimits,
@@ -149,6 +155,7 @@ async fn connection(
         let (body, expired) = TimedBody::new(body, deadline);
         let mut req = hyper::Request::from_parts(parts, Body::new(body));
         req.extensions_mut().insert(expired);
+        req.extensions_mut().insert(peer);
         async move {
             let response = app.oneshot(req).await?;
             Ok::<_, std::convert::Infallible>(
@@ -160,10 +167,13 @@ async fn connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
-    let conn = builder.serve_connection(
-        TokioIo::new(EarlyErrors::new(stream)),
-        TowerToHyperService::new(service),
-    );
+    // Upgrades: the preview gateway passes WebSockets through.
+    let conn = builder
+        .serve_connection(
+            TokioIo::new(EarlyErrors::new(stream)),
+            TowerToHyperService::new(service),
+        )
+        .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {

@@ -146,6 +146,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         request_timeout: options.request_timeout,
         sse_heartbeat: options.sse_heartbeat,
         resume: domain::usecases::resume::ResumeConfig::default(),
+        gateway: None,
     })
     .expect("state");
     let shared = Arc::get_mut(&mut state).expect("the state is not shared yet");
@@ -163,6 +164,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(api_server::run_with(
         listener,
+        None,
         state.clone(),
         options.serve,
         async move {

@@ -23,7 +23,7 @@ pub use repository::{
 };
 pub use sandbox::{
     BackgroundCommand, CommandExit, CommandOutput, CommandSpec, ExitReporter, OutputCatchUp,
-    OutputSink, OutputStream, PauseOutcome, ProviderSandbox, ProviderState, SandboxError,
-    SandboxRuntime, SandboxSpec,
+    OutputSink, OutputStream, PauseOutcome, PreviewCredential, ProviderSandbox, ProviderState,
+    SandboxError, SandboxRuntime, SandboxSpec,
 };
 pub use usage::DailyUsage;

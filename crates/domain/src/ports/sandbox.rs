@@ -231,6 +231,21 @@ pub enum PauseOutcome {
     AlreadyPaused,
 }
 
+/// A header every request to a sandbox's preview must carry, when the provider keeps previews private
+/// (E2B's `allowPublicTraffic: false`): only the holder (the preview gateway) reaches the app. Its `Debug`
+/// never prints the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PreviewCredential {
+    pub header: &'static str,
+    pub value: String,
+}
+
+impl std::fmt::Debug for PreviewCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PreviewCredential({}: <redacted>)", self.header)
+    }
+}
+
 /// The provider's own view of a sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderState {
@@ -288,6 +303,14 @@ pub trait SandboxRuntime: Send + Sync {
 
     /// The URL a browser opens to reach `port` inside the sandbox.
     async fn preview_url(&self, id: &SandboxId, port: u16) -> Result<String, SandboxError>;
+
+    /// What a request to the running sandbox's preview must carry; `None` when its previews are public.
+    async fn preview_credential(
+        &self,
+        _id: &SandboxId,
+    ) -> Result<Option<PreviewCredential>, SandboxError> {
+        Ok(None)
+    }
 
     /// Pauses the sandbox, keeping memory and files. Only `Ok` means the provider confirmed it.
     async fn pause(&self, id: &SandboxId) -> Result<PauseOutcome, SandboxError>;

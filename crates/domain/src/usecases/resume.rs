@@ -138,7 +138,16 @@ impl ResumeError {
     }
 }
 
-type Flight = Shared<BoxFuture<'static, Result<Resumed, ResumeError>>>;
+/// A resume in flight: every clone resolves to its one result.
+pub type Flight = Shared<BoxFuture<'static, Result<Resumed, ResumeError>>>;
+
+/// What [`ResumeService::wake`] found.
+pub enum Waking {
+    /// The sandbox is running: its preview.
+    Running(Resumed),
+    /// A resume is in flight; `started` when this call started it (count a wake once).
+    Flight { flight: Flight, started: bool },
+}
 
 /// Resumes sandboxes; one per process, shared by every request (cheap to clone).
 #[derive(Clone)]
@@ -176,18 +185,51 @@ impl ResumeService {
             .await
             .map_err(ResumeError::Repo)?
             .ok_or(ResumeError::NotFound)?;
-        let Some(sandbox_id) = job.sandbox_id.clone() else {
+        self.resume_job(job, self.inner.config.answer_within).await
+    }
+
+    /// Wakes `job_id`'s sandbox for the preview gateway, which has no user: the preview host itself is
+    /// the credential (its label, and the signed cookie in `signed` mode). The same single flight as
+    /// [`Self::resume`]; the caller decides how long to wait for it (the resume goes on regardless).
+    #[tracing::instrument(
+        skip_all,
+        fields(job_id = %job_id, sandbox_id = tracing::field::Empty),
+        err
+    )]
+    pub async fn wake(&self, job_id: JobId) -> Result<Waking, ResumeError> {
+        let job = self
+            .inner
+            .deps
+            .repo
+            .get_job(job_id)
+            .await
+            .map_err(ResumeError::Repo)?
+            .ok_or(ResumeError::NotFound)?;
+        self.check_resumable(&job)?;
+        if job.sandbox_state == SandboxState::Running {
+            return self.inner.answer_running(&job).await.map(Waking::Running);
+        }
+        let (flight, started) = self.flight(job);
+        Ok(Waking::Flight { flight, started })
+    }
+
+    fn check_resumable(&self, job: &Job) -> Result<(), ResumeError> {
+        let Some(sandbox_id) = job.sandbox_id.as_ref() else {
             return Err(ResumeError::NoSandbox);
         };
-        tracing::Span::current().record("sandbox_id", tracing::field::display(&sandbox_id));
+        tracing::Span::current().record("sandbox_id", tracing::field::display(sandbox_id));
         if job.status != JobStatus::Ready {
             return Err(ResumeError::NotReady(job.status));
         }
+        Ok(())
+    }
+
+    async fn resume_job(&self, job: Job, within: Duration) -> Result<Resumed, ResumeError> {
+        self.check_resumable(&job)?;
         if job.sandbox_state == SandboxState::Running {
             return self.inner.answer_running(&job).await;
         }
-        let within = self.inner.config.answer_within;
-        match tokio::time::timeout(within, self.flight(job)).await {
+        match tokio::time::timeout(within, self.flight(job).0).await {
             Ok(result) => result,
             Err(_) => {
                 tracing::info!(
@@ -201,13 +243,13 @@ impl ResumeService {
         }
     }
 
-    /// Joins the job's resume in flight, or starts one.
-    fn flight(&self, job: Job) -> Flight {
+    /// Joins the job's resume in flight, or starts one (then `true`).
+    fn flight(&self, job: Job) -> (Flight, bool) {
         // Lock poisoning only follows a panic elsewhere; the map itself is still consistent.
         let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(flight) = flights.get(&job.id) {
             tracing::info!("joining the resume in flight");
-            return flight.clone();
+            return (flight.clone(), false);
         }
         let id = job.id;
         let inner = Arc::clone(&self.inner);
@@ -243,7 +285,7 @@ impl ResumeService {
         .boxed()
         .shared();
         flights.insert(id, flight.clone());
-        flight
+        (flight, true)
     }
 }
 

@@ -479,3 +479,36 @@ async fn a_dev_server_that_never_answers_ends_unreachable_within_the_deadline_an
         vec![SandboxState::Resuming, SandboxState::Paused]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_wake_needs_no_user_and_only_the_first_caller_starts_it() {
+    let j = ready_job(SandboxState::Paused);
+    let (mut m, row) = Mocks::new(&j);
+    m.runtime.expect_connect().times(1).returning(|_, _| Ok(()));
+    m.runtime.expect_set_timeout().returning(|_, _| Ok(()));
+    m.probe.expect_get().returning(|_| answer(200));
+    let service = m.service();
+
+    let (
+        Ok(Waking::Flight {
+            flight: a,
+            started: first,
+        }),
+        Ok(Waking::Flight {
+            flight: b,
+            started: second,
+        }),
+    ) = (service.wake(j.id).await, service.wake(j.id).await)
+    else {
+        panic!("a paused sandbox wakes through a flight");
+    };
+    assert!(first && !second, "the second caller joins the first wake");
+    let (a, b) = tokio::join!(a, b);
+    assert_eq!(a.unwrap(), b.unwrap());
+    assert_eq!(
+        row.written(),
+        vec![SandboxState::Resuming, SandboxState::Running]
+    );
+    // Running now: the next wake answers at once.
+    assert!(matches!(service.wake(j.id).await, Ok(Waking::Running(_))));
+}

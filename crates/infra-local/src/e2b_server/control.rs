@@ -92,6 +92,11 @@ async fn create(
     timeout: u32,
     secure: bool,
 ) -> Result<Response, ApiError> {
+    let private = body
+        .network
+        .as_ref()
+        .and_then(|n| n.allow_public_traffic)
+        .is_some_and(|public| !public);
     let metadata = body.metadata.unwrap_or_default();
     let auto_pause = body.auto_pause.unwrap_or(false);
     let id = state
@@ -107,6 +112,7 @@ async fn create(
         end_at: now + secs(timeout),
         auto_pause,
         token: secure.then(AccessToken::fresh),
+        traffic: private.then(AccessToken::fresh),
     };
     state.registry.insert(id.as_str(), meta.clone());
     let answer = Sandbox::new(id.as_str(), &meta, &state.domain);

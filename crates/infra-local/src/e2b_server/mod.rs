@@ -200,6 +200,16 @@ async fn dispatch_request(State(d): State<Dispatch>, mut req: Request) -> Respon
         req.extensions_mut().insert(EnvdTarget(id));
         d.envd.oneshot(req).await.into_response()
     } else {
+        let meta = d.state.registry.get_or_adopt(id.as_str(), None);
+        if let Some(expected) = &meta.traffic {
+            match req.headers().get(routing::TRAFFIC_TOKEN_HEADER) {
+                None => return routing::traffic_token_refused(id.as_str(), true),
+                Some(given) if !expected.matches(given.to_str().unwrap_or("")) => {
+                    return routing::traffic_token_refused(id.as_str(), false)
+                }
+                Some(_) => {}
+            }
+        }
         preview::forward(&d.state, &id, target.port, &host, req).await
     }
 }

@@ -26,6 +26,7 @@ const HOP_BY_HOP: &[&str] = &[
     "content-length",
     "e2b-sandbox-id",
     "e2b-sandbox-port",
+    "e2b-traffic-access-token",
 ];
 
 fn hop_by_hop(name: &HeaderName) -> bool {
@@ -53,12 +54,20 @@ pub async fn forward(
         .map(|p| p.as_str())
         .unwrap_or("/");
     let url = format!("{base}{path_and_query}");
-    let (parts, body) = req.into_parts();
+    let websocket = is_websocket(req.headers());
+    let (mut parts, body) = req.into_parts();
+    let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let mut outgoing = state.proxy.request(parts.method, &url);
     for (name, value) in &parts.headers {
         if !hop_by_hop(name) {
             outgoing = outgoing.header(name, value);
         }
+    }
+    if websocket {
+        // The one hop-by-hop exchange a proxy must pass on: the WebSocket handshake (RFC 6455 §4.1).
+        outgoing = outgoing
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, "websocket");
     }
     let body = reqwest::Body::wrap_stream(body.into_data_stream());
     let answer = match outgoing.body(body).send().await {
@@ -68,6 +77,9 @@ pub async fn forward(
             return routing::port_not_open(id.as_str(), port);
         }
     };
+    if websocket && answer.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
+        return switch_protocols(answer, client_upgrade);
+    }
     let mut response = Response::builder().status(answer.status());
     for (name, value) in answer.headers() {
         if hop_by_hop(name) {
@@ -86,4 +98,40 @@ pub async fn forward(
     response
         .body(Body::from_stream(answer.bytes_stream()))
         .unwrap_or_else(|_| routing::port_not_open(id.as_str(), port))
+}
+
+fn is_websocket(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Answers the client's handshake with the app's 101 and joins the two upgraded connections.
+fn switch_protocols(
+    answer: reqwest::Response,
+    client: Option<hyper::upgrade::OnUpgrade>,
+) -> Response {
+    let mut response = Response::builder().status(answer.status());
+    for (name, value) in answer.headers() {
+        response = response.header(name, value);
+    }
+    tokio::spawn(async move {
+        let (Some(client), Ok(upstream)) = (client, answer.upgrade().await) else {
+            tracing::debug!("websocket upgrade did not complete");
+            return;
+        };
+        let Ok(client) = client.await else {
+            tracing::debug!("the client's websocket upgrade did not complete");
+            return;
+        };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut upstream = upstream;
+        if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(error = %error, "websocket connection ended");
+        }
+    });
+    response
+        .body(Body::empty())
+        .unwrap_or_else(|_| Response::new(Body::empty()))
 }

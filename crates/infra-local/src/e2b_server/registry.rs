@@ -48,6 +48,9 @@ pub struct SandboxMeta {
     pub auto_pause: bool,
     /// Set for a secure sandbox: envd refuses calls without it.
     pub token: Option<AccessToken>,
+    /// Set for a sandbox created with `allowPublicTraffic: false`: its other ports refuse requests without
+    /// it in `e2b-traffic-access-token`.
+    pub traffic: Option<AccessToken>,
 }
 
 impl SandboxMeta {
@@ -65,6 +68,8 @@ impl SandboxMeta {
             end_at: now,
             auto_pause: true,
             token: Some(AccessToken::fresh()),
+            // A sandbox this server forgot (it restarted) cannot be made private again.
+            traffic: None,
         }
     }
 }

@@ -132,6 +132,31 @@ pub fn sandbox_not_found(sandbox_id: &str) -> Response {
         .into_response()
 }
 
+/// The header a private sandbox's traffic access token travels in.
+pub const TRAFFIC_TOKEN_HEADER: &str = "e2b-traffic-access-token";
+
+/// 403 for a request to a private sandbox's port without its traffic access token (`missing`) or with
+/// another (`invalid`), as E2B's orchestrator proxy refuses it.
+pub fn traffic_token_refused(sandbox_id: &str, missing: bool) -> Response {
+    let message = if missing {
+        "missing traffic access token"
+    } else {
+        "invalid traffic access token"
+    };
+    (
+        StatusCode::FORBIDDEN,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        json!({
+            "sandboxId": sandbox_id,
+            "message": message,
+            "header": TRAFFIC_TOKEN_HEADER,
+            "code": 403
+        })
+        .to_string(),
+    )
+        .into_response()
+}
+
 /// 502 `The sandbox is running but port is not open`.
 pub fn port_not_open(sandbox_id: &str, port: u16) -> Response {
     (

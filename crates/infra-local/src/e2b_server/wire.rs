@@ -34,6 +34,17 @@ pub struct NewSandbox {
     pub secure: Option<bool>,
     #[serde(default)]
     pub metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub network: Option<NetworkConfig>,
+}
+
+/// `SandboxNetworkConfig`: the field this server uses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkConfig {
+    /// `false`: the sandbox's ports answer only requests carrying its traffic access token.
+    #[serde(default)]
+    pub allow_public_traffic: Option<bool>,
 }
 
 /// `ConnectSandbox` (v1, timeout required), `ConnectSandboxV2` (optional) and `SandboxTimeoutRequest`.
@@ -68,7 +79,7 @@ impl Sandbox {
             client_id: "local",
             envd_version: ENVD_VERSION,
             envd_access_token: meta.token.as_ref().map(|t| t.expose().to_owned()),
-            traffic_access_token: None,
+            traffic_access_token: meta.traffic.as_ref().map(|t| t.expose().to_owned()),
             domain: Some(domain.to_owned()),
         }
     }

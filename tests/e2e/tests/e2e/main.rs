@@ -9,6 +9,7 @@
 mod cancel;
 mod dev_server;
 mod failed_build;
+mod gateway;
 mod happy_path;
 mod harness;
 mod logs;
@@ -48,6 +49,8 @@ in_both_runtimes!(reconcile::redis_loss_loses_no_job => redis_loss_local, redis_
 in_both_runtimes!(reconcile::redis_loss_mid_build_loses_no_job => redis_loss_mid_build_local, redis_loss_mid_build_e2b);
 in_both_runtimes!(worker_crash::crashed_worker_build_is_rebuilt => worker_crash_mid_build_local, worker_crash_mid_build_e2b);
 in_both_runtimes!(reconcile::idle_resumed_sandbox_is_paused_again => idle_repause_local, idle_repause_e2b);
+in_both_runtimes!(gateway::a_paused_preview_wakes_serves_and_sleeps => gateway_wakes_serves_and_sleeps_local, gateway_wakes_serves_and_sleeps_e2b);
+in_both_runtimes!(gateway::signed_previews_open_only_for_their_owner => gateway_signed_local, gateway_signed_e2b);
 
 /// E2B server only: the local runtime has no faults to inject.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

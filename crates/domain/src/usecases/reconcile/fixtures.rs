@@ -5,16 +5,16 @@ use chrono::{Duration as ChronoDuration, Utc};
 use crate::ports::SandboxStateUpdate;
 use crate::{Job, JobId, JobStatus, ProjectId, SandboxId, SandboxState, Tier, UserId};
 
-pub(crate) fn user() -> UserId {
+pub fn user() -> UserId {
     UserId::try_from("user_1").unwrap()
 }
 
-pub(crate) fn sandbox_id(s: &str) -> SandboxId {
+pub fn sandbox_id(s: &str) -> SandboxId {
     SandboxId::try_from(s).unwrap()
 }
 
 /// A job with `status`, no sandbox, created an hour ago.
-pub(crate) fn job(status: JobStatus) -> Job {
+pub fn job(status: JobStatus) -> Job {
     let now = Utc::now();
     let hour_ago = now - ChronoDuration::hours(1);
     Job {
@@ -48,7 +48,7 @@ pub(crate) fn job(status: JobStatus) -> Job {
 }
 
 /// A READY job whose sandbox is in `state`, with a preview URL, completed an hour ago.
-pub(crate) fn ready_job(state: SandboxState) -> Job {
+pub fn ready_job(state: SandboxState) -> Job {
     let mut j = job(JobStatus::Ready);
     let id = format!("sbx{}", &j.id.to_string()[..8]);
     j.preview_url = Some(format!("https://3000-{id}.e2b.app"));
@@ -61,7 +61,7 @@ pub(crate) fn ready_job(state: SandboxState) -> Job {
 }
 
 /// What the repository would write for `update` on `job` (when the version matches).
-pub(crate) fn applied(job: &Job, update: &SandboxStateUpdate) -> Job {
+pub fn applied(job: &Job, update: &SandboxStateUpdate) -> Job {
     let mut j = job.clone();
     j.sandbox_state = update.state;
     j.sandbox_state_version = update.expected_version + 1;
@@ -90,7 +90,7 @@ pub(crate) fn applied(job: &Job, update: &SandboxStateUpdate) -> Job {
 /// An in-memory row behind a mock repository: `set_sandbox_state` is a real compare-and-set on it, and
 /// every state written is logged in order.
 #[derive(Clone)]
-pub(crate) struct Row {
+pub struct Row {
     pub job: std::sync::Arc<std::sync::Mutex<Job>>,
     pub states: std::sync::Arc<std::sync::Mutex<Vec<SandboxState>>>,
     /// How many times `get_job` read the row.
@@ -98,17 +98,17 @@ pub(crate) struct Row {
 }
 
 impl Row {
-    pub(crate) fn current(&self) -> Job {
+    pub fn current(&self) -> Job {
         self.job.lock().unwrap().clone()
     }
-    pub(crate) fn written(&self) -> Vec<SandboxState> {
+    pub fn written(&self) -> Vec<SandboxState> {
         self.states.lock().unwrap().clone()
     }
-    pub(crate) fn reads(&self) -> usize {
+    pub fn reads(&self) -> usize {
         self.reads.load(std::sync::atomic::Ordering::SeqCst)
     }
     /// Changes the row as another process would.
-    pub(crate) fn set_elsewhere(&self, state: SandboxState) {
+    pub fn set_elsewhere(&self, state: SandboxState) {
         let mut cur = self.job.lock().unwrap();
         cur.sandbox_state = state;
         cur.sandbox_state_version += 1;
@@ -116,10 +116,7 @@ impl Row {
 }
 
 /// Wires `get_job`, `get_job_for_user` and `set_sandbox_state` of `repo` to an in-memory row.
-pub(crate) fn stateful_repo(
-    repo: &mut crate::ports::repository::MockJobRepository,
-    job: &Job,
-) -> Row {
+pub fn stateful_repo(repo: &mut crate::ports::repository::MockJobRepository, job: &Job) -> Row {
     let row = Row {
         job: std::sync::Arc::new(std::sync::Mutex::new(job.clone())),
         states: Default::default(),
@@ -147,7 +144,7 @@ pub(crate) fn stateful_repo(
 }
 
 /// A reconciler over the given mocks, with the default policy.
-pub(crate) fn reconciler(
+pub fn reconciler(
     repo: crate::ports::repository::MockJobRepository,
     live: crate::ports::live_store::MockLiveJobStore,
     queue: crate::ports::queue::MockJobQueue,
@@ -166,7 +163,7 @@ pub(crate) fn reconciler(
 }
 
 /// A live store that accepts every write.
-pub(crate) fn live_accepting() -> crate::ports::live_store::MockLiveJobStore {
+pub fn live_accepting() -> crate::ports::live_store::MockLiveJobStore {
     let mut live = crate::ports::live_store::MockLiveJobStore::new();
     live.expect_save().returning(|_| Ok(()));
     live.expect_save_and_publish().returning(|_, _| Ok(()));

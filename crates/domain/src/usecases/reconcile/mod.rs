@@ -23,8 +23,9 @@ mod pauses;
 mod promote;
 mod rebuild;
 
-#[cfg(test)]
-pub(crate) mod fixtures;
+/// Jobs in given states, for the tests of this crate and of the binaries (feature `mocks`).
+#[cfg(any(test, feature = "mocks"))]
+pub mod fixtures;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -15,7 +15,7 @@ use domain::usecases::reconcile::{ReconcileDeps, Reconciler};
 use infra_local::e2b_server::{self, E2bServerConfig, FaultConfig};
 use infra_local::LocalRuntime;
 
-use super::{Generator, Mode, Options, E2B_API_KEY, SECRET};
+use super::{Generator, Mode, Options, E2B_API_KEY, PREVIEW_SECRET, SECRET};
 
 /// Serves the E2B-compatible server over `local` on an ephemeral port; returns its base URL.
 pub(super) async fn serve_e2b(
@@ -48,12 +48,38 @@ pub(super) async fn start_api(
     mode: Mode,
     common: &[String],
     local: &LocalRuntime,
-) -> (String, CancellationToken, JoinHandle<anyhow::Result<()>>) {
-    let args = common.iter().cloned().chain([
+    gateway: Option<&'static str>,
+) -> (
+    String,
+    Option<String>,
+    CancellationToken,
+    JoinHandle<anyhow::Result<()>>,
+) {
+    let mut args: Vec<String> = common.to_vec();
+    args.extend([
         "--api-addr=127.0.0.1:0".to_owned(),
         format!("--jwt-hs256-secret={SECRET}"),
         "--request-timeout-secs=30".to_owned(),
     ]);
+    let mut preview = None;
+    let mut preview_domain = None;
+    if let Some(access) = gateway {
+        // Bound first: the domain names its port.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind preview");
+        let addr = listener.local_addr().expect("addr");
+        let domain = format!("preview.localhost:{}", addr.port());
+        args.extend([
+            format!("--preview-addr={addr}"),
+            format!("--preview-domain={domain}"),
+            format!("--preview-secret={PREVIEW_SECRET}"),
+            format!("--preview-access={access}"),
+            "--preview-wake-wait-secs=60".to_owned(),
+        ]);
+        preview = Some(listener);
+        preview_domain = Some(domain);
+    }
     let config =
         api_server::Config::try_parse_from(std::iter::once("api-server".to_owned()).chain(args))
             .expect("api-server config parses");
@@ -71,10 +97,16 @@ pub(super) async fn start_api(
     let address = format!("http://{}", listener.local_addr().expect("addr"));
     let stop = CancellationToken::new();
     let signal = stop.clone();
-    let handle = tokio::spawn(api_server::run(listener, state, async move {
-        signal.cancelled().await;
-    }));
-    (address, stop, handle)
+    let handle = tokio::spawn(api_server::run_with(
+        listener,
+        preview,
+        state,
+        api_server::ServeLimits::default(),
+        async move {
+            signal.cancelled().await;
+        },
+    ));
+    (address, preview_domain, stop, handle)
 }
 
 /// `wiring::build_state` with the shared local runtime in place of the one it would build.
@@ -108,6 +140,7 @@ async fn local_api_state(
         request_timeout: config.request_timeout(),
         sse_heartbeat: api_server::SSE_HEARTBEAT,
         resume: domain::usecases::resume::ResumeConfig::default(),
+        gateway: config.gateway().expect("gateway settings"),
     })
     .expect("api state")
 }

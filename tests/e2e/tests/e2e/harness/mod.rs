@@ -30,6 +30,8 @@ use infra_local::e2b_server::FaultConfig;
 use infra_local::LocalRuntime;
 
 pub const SECRET: &str = "e2e-hs256-secret";
+/// `PREVIEW_SECRET` of the gateway tests.
+pub const PREVIEW_SECRET: &str = "e2e-preview-secret-0123456789";
 const E2B_API_KEY: &str = "e2b_e2e_test_key";
 /// How long a build may take (npm and node start are slow on a busy machine).
 pub const BUILD_DEADLINE: Duration = Duration::from_secs(90);
@@ -80,6 +82,9 @@ pub struct Options {
     pub fast_reconcile: bool,
     /// `READINESS_TIMEOUT_SECS`: how long a dev server has to answer.
     pub readiness_timeout_secs: u64,
+    /// The preview gateway with this `PREVIEW_ACCESS` (`public` or `signed`); in e2b mode sandboxes are
+    /// then created with private previews.
+    pub gateway: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -92,6 +97,7 @@ impl Default for Options {
             faults: FaultConfig::default(),
             fast_reconcile: false,
             readiness_timeout_secs: 60,
+            gateway: None,
         }
     }
 }
@@ -134,6 +140,8 @@ pub struct TestApp {
     root: PathBuf,
     /// The E2B-compatible server's base URL (e2b mode).
     e2b_url: Option<String>,
+    /// `PREVIEW_DOMAIN` when the gateway is on (`preview.localhost:{port}`).
+    pub preview_domain: Option<String>,
     db_name: String,
     prefix: String,
     api_stop: CancellationToken,
@@ -201,7 +209,11 @@ pub async fn spawn_app(mode: Mode, options: Options) -> TestApp {
         }
     };
 
-    let (address, api_stop, api) = start_api(mode, &common, &local).await;
+    if options.gateway.is_some() && mode == Mode::E2b {
+        common.push("--e2b-private-previews".to_owned());
+    }
+    let (address, preview_domain, api_stop, api) =
+        start_api(mode, &common, &local, options.gateway).await;
     let worker_args = worker_args(&common, &options, &root);
     let worker = start_worker(
         mode,
@@ -218,6 +230,7 @@ pub async fn spawn_app(mode: Mode, options: Options) -> TestApp {
         local,
         root,
         e2b_url,
+        preview_domain,
         db_name,
         prefix,
         api_stop,
