@@ -22,6 +22,8 @@ const CACHE_READS: &str = "slipway_status_cache_reads_total";
 const READY_UNPAUSED: &str = "slipway_ready_sandboxes_unpaused";
 const READY_UNPAUSED_IDLE: &str = "slipway_ready_unpaused_idle_seconds";
 const QUEUE_OLDEST: &str = "slipway_queue_oldest_seconds";
+const BILLED: &str = "slipway_sandbox_billed_seconds";
+const VISITED: &str = "slipway_sandbox_visited_seconds";
 const SSE_STREAMS: &str = "slipway_sse_streams";
 const CONNECTIONS_CLOSED: &str = "slipway_http_connections_closed_total";
 
@@ -83,6 +85,16 @@ pub fn register() {
         Unit::Seconds,
         "How long the job queued longest has waited since it entered the queue"
     );
+    describe_gauge!(
+        BILLED,
+        Unit::Seconds,
+        "Sandbox-seconds billed, every build (Postgres at scrape time, the spells in progress included)"
+    );
+    describe_gauge!(
+        VISITED,
+        Unit::Seconds,
+        "Sandbox-seconds with a visitor on the preview, every build (seen by the preview gateway)"
+    );
     describe_gauge!(SSE_STREAMS, "Server-Sent Events streams open, by stream");
     describe_counter!(
         CONNECTIONS_CLOSED,
@@ -104,6 +116,8 @@ pub fn register() {
     let _ = metrics::gauge!(READY_UNPAUSED);
     let _ = metrics::gauge!(READY_UNPAUSED_IDLE);
     let _ = metrics::gauge!(QUEUE_OLDEST);
+    let _ = metrics::gauge!(BILLED);
+    let _ = metrics::gauge!(VISITED);
     let _ = metrics::gauge!(SSE_STREAMS, "stream" => EVENTS_STREAM);
     let _ = metrics::gauge!(SSE_STREAMS, "stream" => LOGS_STREAM);
     bin_support::metrics::register_sandbox_ops();
@@ -189,6 +203,8 @@ pub fn set_job_counts(counts: &infra_pg::JobCounts) {
     metrics::gauge!(READY_UNPAUSED).set(counts.ready_unpaused as f64);
     metrics::gauge!(READY_UNPAUSED_IDLE).set(counts.ready_unpaused_idle_seconds);
     metrics::gauge!(QUEUE_OLDEST).set(counts.oldest_queued_seconds);
+    metrics::gauge!(BILLED).set(counts.sandbox_billed_seconds);
+    metrics::gauge!(VISITED).set(counts.sandbox_visited_seconds);
 }
 
 /// Sets `slipway_status_cache_reads_total{result}`: status reads answered from memory (`hit`), read from

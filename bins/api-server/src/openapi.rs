@@ -40,6 +40,7 @@ use crate::sse;
         wire::SnapshotResponse,
         wire::SubmitJobResponse,
         wire::JobStatusResponse,
+        wire::SandboxSecondsResponse,
         wire::UsageResponse,
         wire::CreateProjectRequest,
         wire::ProjectResponse,

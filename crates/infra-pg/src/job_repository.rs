@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::ports::{
-    Admitted, JobRepository, PageAfter, RepoError, SandboxStateUpdate, TransitionOutcome,
-    TransitionUpdate,
+    Admitted, JobRepository, PageAfter, RepoError, SandboxSeconds, SandboxStateUpdate,
+    TransitionOutcome, TransitionUpdate,
 };
 use domain::quota::DailyQuota;
 use domain::{
@@ -223,6 +223,21 @@ impl JobRepository for PgJobRepository {
     #[tracing::instrument(skip_all, fields(job_id = %id), err)]
     async fn touch_activity(&self, id: JobId, at: DateTime<Utc>) -> Result<(), RepoError> {
         leased!(self, |conn| jobs::touch_activity(conn, id, at))
+    }
+
+    #[tracing::instrument(skip_all, fields(job_id = %id), err)]
+    async fn record_visit(
+        &self,
+        id: JobId,
+        at: DateTime<Utc>,
+        seconds: f64,
+    ) -> Result<(), RepoError> {
+        leased!(self, |conn| jobs::record_visit(conn, id, at, seconds))
+    }
+
+    #[tracing::instrument(skip_all, fields(job_id = %id), err)]
+    async fn sandbox_seconds(&self, id: JobId) -> Result<Option<SandboxSeconds>, RepoError> {
+        leased!(self, |conn| jobs::sandbox_seconds(conn, id))
     }
 
     #[tracing::instrument(skip_all, fields(job_id = %id, from = %from), err)]

@@ -1,7 +1,7 @@
 //! Inserting, reading, listing and counting job rows.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use domain::ports::{PageAfter, RepoError};
+use domain::ports::{PageAfter, RepoError, SandboxSeconds};
 use domain::{Job, JobId, JobStatus, NewJob, ProjectId, SandboxState, UserId};
 use sqlx::{PgConnection, PgPool};
 
@@ -91,6 +91,45 @@ pub(crate) async fn current_status(
 
 /// Moves `last_activity_at` forward only: a late, older touch never hides a newer one. `updated_at` is left
 /// alone, because activity is not a change to the record.
+/// Activity now, and `seconds` more with a visitor.
+pub(crate) async fn record_visit(
+    conn: &mut PgConnection,
+    id: JobId,
+    at: DateTime<Utc>,
+    seconds: f64,
+) -> Result<(), RepoError> {
+    sqlx::query(
+        "UPDATE jobs SET last_activity_at = GREATEST(COALESCE(last_activity_at, $2), $2), \
+                sandbox_visited_seconds = sandbox_visited_seconds + $3 \
+         WHERE id = $1",
+    )
+    .bind(id.as_uuid())
+    .bind(at)
+    .bind(seconds)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Billed seconds (the spell in progress included) and visited seconds of one job.
+pub(crate) async fn sandbox_seconds(
+    conn: &mut PgConnection,
+    id: JobId,
+) -> Result<Option<SandboxSeconds>, RepoError> {
+    let row: Option<(f64, f64)> = sqlx::query_as(
+        "SELECT sandbox_billed_seconds \
+                + COALESCE(EXTRACT(EPOCH FROM now() - sandbox_billing_since), 0)::float8, \
+                sandbox_visited_seconds \
+         FROM jobs WHERE id = $1",
+    )
+    .bind(id.as_uuid())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    Ok(row.map(|(billed, visited)| SandboxSeconds { billed, visited }))
+}
+
 pub(crate) async fn touch_activity(
     conn: &mut PgConnection,
     id: JobId,
@@ -183,6 +222,10 @@ pub struct JobCounts {
     /// (since READY, its last resume or its last preview activity; 0 with none): past the pause policy's
     /// idle time, a pause that should have happened has not.
     pub ready_unpaused_idle_seconds: f64,
+    /// Sandbox-seconds billed, every build, the spells in progress included.
+    pub sandbox_billed_seconds: f64,
+    /// Sandbox-seconds with a visitor on the preview, every build.
+    pub sandbox_visited_seconds: f64,
 }
 
 /// Every figure in one scan of the table. A queued job's `updated_at` is when it last entered the queue
@@ -199,8 +242,19 @@ pub async fn count_jobs(pool: &PgPool) -> Result<JobCounts, RepoError> {
     .fetch_all(pool)
     .await
     .map_err(map_err)?;
+    let (billed, visited): (f64, f64) = sqlx::query_as(
+        "SELECT COALESCE(sum(sandbox_billed_seconds \
+                    + COALESCE(EXTRACT(EPOCH FROM now() - sandbox_billing_since), 0)), 0)::float8, \
+                COALESCE(sum(sandbox_visited_seconds), 0)::float8 \
+         FROM jobs",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(map_err)?;
     let of = |status: JobStatus| rows.iter().find(|row| row.0 == status.as_str());
     Ok(JobCounts {
+        sandbox_billed_seconds: billed,
+        sandbox_visited_seconds: visited,
         ready_unpaused: of(JobStatus::Ready).map_or(0, |row| row.2),
         oldest_queued_seconds: of(JobStatus::Queued).map_or(0.0, |row| row.3.max(0.0)),
         ready_unpaused_idle_seconds: of(JobStatus::Ready).map_or(0.0, |row| row.4.max(0.0)),

@@ -1,6 +1,6 @@
 //! What the gateway sees of a preview's visitors, coalesced in memory and written every few seconds (one
 //! write per busy preview per interval, never one per request): the `last_activity_at` the reconciler's
-//! idle pause reads. It also holds each preview's proxied WebSockets, so that a sandbox put to sleep has
+//! idle pause reads, and the build's seconds with a visitor (a busy interval counts whole). It also holds each preview's proxied WebSockets, so that a sandbox put to sleep has
 //! its sockets closed (the browser then sees the socket drop, as it would if the app stopped).
 
 use std::collections::{HashMap, HashSet};
@@ -95,11 +95,10 @@ impl ActivityBook {
         };
         let now = Utc::now();
         for job in &touched {
-            if let Err(error) = repo.touch_activity(*job, now).await {
+            if let Err(error) = repo.record_visit(*job, now, every.as_secs_f64()).await {
                 tracing::warn!(job_id = %job, error = %error, "preview activity not written");
             }
         }
-        super::metrics::visited(touched.len(), every);
         for job in with_sockets {
             match repo.get_job(job).await {
                 Ok(Some(row)) if row.sandbox_state == SandboxState::Running => {}
@@ -149,10 +148,10 @@ mod tests {
             book.note(job);
         }
         let mut repo = MockJobRepository::new();
-        repo.expect_touch_activity()
-            .with(eq(job), mockall::predicate::always())
+        repo.expect_record_visit()
+            .with(eq(job), mockall::predicate::always(), eq(3.0))
             .times(1)
-            .returning(|_, _| Ok(()));
+            .returning(|_, _, _| Ok(()));
         book.flush(&repo, Duration::from_secs(3)).await;
         // Nothing new: nothing written.
         book.flush(&repo, Duration::from_secs(3)).await;

@@ -13,7 +13,9 @@ use crate::routes::generation::submit_error;
 use crate::routes::load_owned_job;
 use domain::ports::DailyUsage;
 
-use crate::routes::wire::{JobStatusResponse, StartRequest, SubmitJobResponse, UsageResponse};
+use crate::routes::wire::{
+    JobStatusResponse, SandboxSecondsResponse, StartRequest, SubmitJobResponse, UsageResponse,
+};
 use crate::AppState;
 
 /// Submits a job (the same rules as `/api/generation/start`) and answers with the usage counters.
@@ -84,12 +86,21 @@ pub async fn get(
         limit,
         resets_at,
     };
+    let seconds = state
+        .repo
+        .sandbox_seconds(job.id)
+        .await?
+        .unwrap_or_default();
     Ok(Json(JobStatusResponse {
         job_id: job.id.to_string(),
         status: job.status.as_str().to_owned(),
         position: queue_position(&state, job.id, job.status).await,
         message: job.status_message.clone(),
         usage: UsageResponse::from(usage),
+        sandbox_seconds: SandboxSecondsResponse {
+            billed: (seconds.billed * 10.0).round() / 10.0,
+            visited: seconds.visited,
+        },
     }))
 }
 

@@ -169,6 +169,16 @@ pub struct JobStatusResponse {
     /// The job's status message.
     pub message: Option<String>,
     pub usage: UsageResponse,
+    /// What this build's sandbox cost so far.
+    pub sandbox_seconds: SandboxSecondsResponse,
+}
+
+/// Seconds the provider billed this build's sandbox (the spell in progress included), and seconds a
+/// visitor was on its preview (seen by the preview gateway): what the pause policy costs, per build.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SandboxSecondsResponse {
+    pub billed: f64,
+    pub visited: f64,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -18,8 +18,8 @@ pub use logs::{ArchivedLog, LiveLog, LogArchive, LogError, LogWakeups};
 pub use probe::{PreviewProbe, ProbeError, ProbeResponse, ProxyAnswer};
 pub use queue::{JobQueue, Lease, QueueError, QueuedJob};
 pub use repository::{
-    Admitted, JobRepository, PageAfter, RepoError, SandboxStateUpdate, TransitionOutcome,
-    TransitionUpdate,
+    Admitted, JobRepository, PageAfter, RepoError, SandboxSeconds, SandboxStateUpdate,
+    TransitionOutcome, TransitionUpdate,
 };
 pub use sandbox::{
     BackgroundCommand, CommandExit, CommandOutput, CommandSpec, ExitReporter, OutputCatchUp,

@@ -113,6 +113,15 @@ pub struct SandboxStateUpdate {
 /// Errors: `Unavailable` for any database failure (transient ones, such as a connection closed under a
 /// statement, a serialization failure or a deadlock, have already been retried within a bound); `NotFound` where a method addresses a single row that is
 /// not there (methods returning `Option` use `None` instead); `AlreadyExists` on duplicate inserts.
+/// What a build's sandbox cost ([`JobRepository::sandbox_seconds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SandboxSeconds {
+    /// In a state the provider bills (running, resuming, pausing, pause failed).
+    pub billed: f64,
+    /// With a visitor on the preview (seen by the preview gateway).
+    pub visited: f64,
+}
+
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait JobRepository: Send + Sync {
@@ -171,6 +180,19 @@ pub trait JobRepository: Send + Sync {
 
     /// Notes preview activity (for the idle re-pause).
     async fn touch_activity(&self, id: JobId, at: DateTime<Utc>) -> Result<(), RepoError>;
+
+    /// Notes a visitor on the job's preview at `at` (activity, as [`Self::touch_activity`]) and adds
+    /// `seconds` to the seconds with a visitor.
+    async fn record_visit(
+        &self,
+        id: JobId,
+        at: DateTime<Utc>,
+        seconds: f64,
+    ) -> Result<(), RepoError>;
+
+    /// What the job's sandbox cost so far: seconds billed (the current spell included) and seconds with a
+    /// visitor. `None` for an unknown job.
+    async fn sandbox_seconds(&self, id: JobId) -> Result<Option<SandboxSeconds>, RepoError>;
 
     /// Puts a building job whose worker vanished back to queued (CAS on `from`, and on `attempt`: the
     /// attempt being abandoned), clearing its sandbox.

@@ -297,3 +297,73 @@ async fn find_job_by_sandbox_finds_its_owner(pool: PgPool) {
         None
     );
 }
+
+/// Billing is counted by the database for every writer of `sandbox_state`: running (from
+/// `record_sandbox`) and resuming count, paused does not; visits add to the visited seconds.
+#[sqlx::test(migrator = "infra_pg::MIGRATOR")]
+async fn billed_and_visited_seconds_follow_the_sandbox_state(pool: PgPool) {
+    let repo = repo(pool.clone());
+    let alice = user("alice");
+    let p = project(&repo, &alice).await;
+    let job = job_at(&repo, p.id, &alice, JobStatus::Scaffold).await;
+    assert_eq!(
+        repo.sandbox_seconds(job.id).await.unwrap(),
+        Some(Default::default())
+    );
+    let running = repo
+        .record_sandbox(job.id, &sandbox("sbx-bill"), job.attempts)
+        .await
+        .unwrap()
+        .expect("recorded");
+    // Make the spell so far one minute long, as if the sandbox had been created a minute ago.
+    sqlx::query(
+        "UPDATE jobs SET sandbox_billing_since = now() - interval '60 seconds' WHERE id = $1",
+    )
+    .bind(job.id.as_uuid())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let in_progress = repo.sandbox_seconds(job.id).await.unwrap().unwrap();
+    assert!(
+        (60.0..70.0).contains(&in_progress.billed),
+        "{in_progress:?}"
+    );
+
+    let pausing = set(&repo, &running, SandboxState::Pausing).await;
+    let paused = set(&repo, &pausing, SandboxState::Paused).await;
+    let after_pause = repo.sandbox_seconds(job.id).await.unwrap().unwrap();
+    assert!(
+        (60.0..70.0).contains(&after_pause.billed),
+        "{after_pause:?}"
+    );
+    // Paused: the bill stands still.
+    sqlx::query("UPDATE jobs SET updated_at = now() WHERE id = $1")
+        .bind(job.id.as_uuid())
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        repo.sandbox_seconds(job.id).await.unwrap().unwrap().billed,
+        after_pause.billed
+    );
+
+    let resuming = set(&repo, &paused, SandboxState::Resuming).await;
+    let _running = set(&repo, &resuming, SandboxState::Running).await;
+    repo.record_visit(job.id, chrono::Utc::now(), 3.0)
+        .await
+        .unwrap();
+    repo.record_visit(job.id, chrono::Utc::now(), 3.0)
+        .await
+        .unwrap();
+    let now = repo.sandbox_seconds(job.id).await.unwrap().unwrap();
+    assert!(now.billed >= after_pause.billed, "{now:?}");
+    assert_eq!(now.visited, 6.0);
+    assert!(repo
+        .get_job(job.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .last_activity_at
+        .is_some());
+    assert_eq!(repo.sandbox_seconds(JobId::new()).await.unwrap(), None);
+}

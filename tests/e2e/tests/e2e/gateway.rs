@@ -89,7 +89,7 @@ fn browser() -> reqwest::Client {
 async fn paused_build(app: &TestApp) -> (JobId, SandboxId, String) {
     let job = app.start_build(USER, "A gateway app").await;
     let status = app
-        .wait_status(job, USER, BUILD_DEADLINE, "ready", |s| is_final(s))
+        .wait_status(job, USER, BUILD_DEADLINE, "ready", is_final)
         .await;
     assert_eq!(status["status"], "ready", "{status:#}");
     let paused = wait_until(Duration::from_secs(30), || async {
