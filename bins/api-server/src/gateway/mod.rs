@@ -29,6 +29,7 @@ use axum::http::header;
 use axum::response::Response;
 use axum::Router;
 use chrono::Utc;
+use tracing::Instrument;
 
 use domain::gateway::{decide, Decision, RequestKind};
 use domain::ports::LiveJobStore;
@@ -91,8 +92,6 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         metrics::request("not_found");
         return pages::not_found();
     };
-    let span = tracing::info_span!("preview", job_id = %job_id, sandbox_id = tracing::field::Empty);
-    let _entered = span.enter();
     if gw.config.links.access() == Access::Signed {
         match access::admit(&gw.config.links, job_id, &req, Utc::now()) {
             Admission::Granted => {}
@@ -103,8 +102,8 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             }
         }
     }
-    drop(_entered);
-    gw.serve(job_id, host, req).await
+    let span = tracing::info_span!("preview", job_id = %job_id);
+    gw.serve(job_id, host, req).instrument(span).await
 }
 
 impl Gateway {

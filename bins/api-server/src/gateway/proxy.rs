@@ -37,6 +37,19 @@ const HOP_BY_HOP: [&str; 10] = [
     "e2b-traffic-access-token",
 ];
 
+/// How long the app has to start answering (its headers). Generous: a dev server may compile a page on its
+/// first request. A sandbox that stopped under a request must not hold it for ever.
+const ANSWER_WITHIN: Duration = Duration::from_secs(120);
+
+/// Why a request got no answer from the sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("the sandbox did not answer: {0}")]
+    Upstream(#[from] reqwest::Error),
+    #[error("the sandbox did not start answering within {ANSWER_WITHIN:?}")]
+    TimedOut,
+}
+
 /// A WebSocket direction's copy buffer: small, as a thousand idle sockets must stay cheap.
 const SOCKET_BUFFER: usize = 8 * 1024;
 
@@ -80,7 +93,7 @@ impl Upstream {
         req: Request,
         target: &Target<'_>,
         activity: &ActivityBook,
-    ) -> Result<Response, reqwest::Error> {
+    ) -> Result<Response, ForwardError> {
         let websocket = is_websocket(req.headers());
         let path_and_query = req
             .uri()
@@ -105,7 +118,9 @@ impl Upstream {
             });
             outgoing = outgoing.body(reqwest::Body::wrap_stream(counted));
         }
-        let answer = outgoing.send().await?;
+        let answer = tokio::time::timeout(ANSWER_WITHIN, outgoing.send())
+            .await
+            .map_err(|_| ForwardError::TimedOut)??;
         if websocket && answer.status() == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(switch_protocols(job, answer, client_upgrade, activity));
         }

@@ -336,3 +336,42 @@ pub async fn signed_previews_open_only_for_their_owner(mode: Mode) {
     assert!(clean.contains(&label_for(&secret, job)));
     app.shut_down().await;
 }
+
+/// A real browser: headless Chromium opens a paused preview through the gateway (the "waking up" page
+/// first when the wake takes a while, which reloads itself), sees the app's text render and its HMR
+/// socket connect through the gateway.
+pub async fn a_browser_opens_a_paused_preview(mode: Mode) {
+    let app = spawn_app(
+        mode,
+        Options {
+            generator: Generator::Script(socket_app()),
+            gateway: Some("public"),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (job, _sandbox, url) = paused_build(&app).await;
+    let observed = crate::harness::browser::open_and_watch(&url, APP_TEXT, Duration::from_secs(60))
+        .await
+        .expect("chromium opens the preview");
+    assert!(
+        observed.text_seen,
+        "[{mode:?}] the app's text did not render: {observed:?}"
+    );
+    assert!(
+        observed.websocket_opened,
+        "[{mode:?}] the HMR socket did not connect: {observed:?}"
+    );
+    let socket = observed.websocket_url.clone().unwrap_or_default();
+    assert!(
+        socket.ends_with("/hmr") && socket.contains(app.preview_domain.as_deref().unwrap_or("?")),
+        "the socket went through the gateway: {socket}"
+    );
+    assert_eq!(observed.status, Some(200), "{observed:?}");
+    assert_eq!(
+        app.row(job).await.sandbox_state,
+        "running",
+        "the visit woke it"
+    );
+    app.shut_down().await;
+}

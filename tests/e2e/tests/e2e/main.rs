@@ -52,6 +52,12 @@ in_both_runtimes!(reconcile::idle_resumed_sandbox_is_paused_again => idle_repaus
 in_both_runtimes!(gateway::a_paused_preview_wakes_serves_and_sleeps => gateway_wakes_serves_and_sleeps_local, gateway_wakes_serves_and_sleeps_e2b);
 in_both_runtimes!(gateway::signed_previews_open_only_for_their_owner => gateway_signed_local, gateway_signed_e2b);
 
+/// A real browser through the gateway (local runtime: the browser sees the same gateway either way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_browser_local() {
+    gateway::a_browser_opens_a_paused_preview(harness::Mode::Local).await;
+}
+
 /// E2B server only: the local runtime has no faults to inject.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_pause_retried_e2b() {

@@ -8,6 +8,7 @@
 //! `TEST_LOG` is set. `REDIS_URL` may name a single Redis or a Redis Cluster.
 
 mod apps;
+pub mod browser;
 mod client;
 
 pub use client::token;
