@@ -9,6 +9,7 @@ const WAKE_SECONDS: &str = "slipway_gateway_wake_seconds";
 const REQUESTS: &str = "slipway_gateway_requests_total";
 const BYTES: &str = "slipway_gateway_bytes_total";
 const SOCKETS: &str = "slipway_gateway_open_websockets";
+const IN_FLIGHT: &str = "slipway_gateway_upstream_requests";
 const VISITED: &str = "slipway_sandbox_visited_seconds_total";
 
 /// How a wake ended.
@@ -42,6 +43,10 @@ pub fn register() {
         "Body bytes proxied, by direction (up: to the sandbox, down: to the browser)"
     );
     describe_gauge!(SOCKETS, "WebSockets proxied to sandboxes now");
+    describe_gauge!(
+        IN_FLIGHT,
+        "Requests to sandboxes in flight now, their answers' bodies still streaming included"
+    );
     describe_counter!(
         VISITED,
         Unit::Seconds,
@@ -57,6 +62,7 @@ pub fn register() {
         metrics::counter!(BYTES, "direction" => direction).absolute(0);
     }
     metrics::gauge!(SOCKETS).set(0.0);
+    metrics::gauge!(IN_FLIGHT).set(0.0);
     metrics::counter!(VISITED).absolute(0);
 }
 
@@ -85,4 +91,20 @@ pub fn socket_closed() {
 
 pub fn visited(previews: usize, every: Duration) {
     metrics::counter!(VISITED).increment(previews as u64 * every.as_secs());
+}
+
+/// Counts one request to a sandbox in flight until dropped (with the answer's body).
+pub struct InFlight(());
+
+impl InFlight {
+    pub fn start() -> Self {
+        metrics::gauge!(IN_FLIGHT).increment(1.0);
+        Self(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(IN_FLIGHT).decrement(1.0);
+    }
 }

@@ -118,10 +118,12 @@ impl Upstream {
             });
             outgoing = outgoing.body(reqwest::Body::wrap_stream(counted));
         }
+        let in_flight = metrics::InFlight::start();
         let answer = tokio::time::timeout(ANSWER_WITHIN, outgoing.send())
             .await
             .map_err(|_| ForwardError::TimedOut)??;
         if websocket && answer.status() == StatusCode::SWITCHING_PROTOCOLS {
+            drop(in_flight);
             return Ok(switch_protocols(job, answer, client_upgrade, activity));
         }
         let mut response = Response::builder().status(answer.status());
@@ -137,7 +139,9 @@ impl Upstream {
             }
             response = response.header(name, value);
         }
-        let body = answer.bytes_stream().map(|chunk| {
+        let body = answer.bytes_stream().map(move |chunk| {
+            // Held by the body: the request is in flight until its answer is streamed (or dropped).
+            let _in_flight = &in_flight;
             if let Ok(bytes) = &chunk {
                 metrics::bytes("down", bytes.len());
             }

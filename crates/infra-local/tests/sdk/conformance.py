@@ -216,6 +216,38 @@ def main():
     check(not isinstance(plain.parsed.envd_access_token, str), "no token unless secure")
     Sandbox.kill(plain.parsed.sandbox_id)
 
+    step("private previews: allow_public_traffic=False, then only the traffic token gets through")
+    private = Sandbox.create(
+        template="base",
+        timeout=120,
+        metadata={"suite": RUN, "kind": "private"},
+        network={"allow_public_traffic": False},
+    )
+    token = private.traffic_access_token
+    check(token, "a private sandbox has a traffic access token")
+    private.commands.run(
+        "exec python3 -m http.server $PORT --bind 127.0.0.1",
+        envs={"PORT": "8000"},
+        background=True,
+    )
+
+    def private_get(token_header):
+        headers = {"Host": private.get_host(8000)}
+        if token_header is not None:
+            headers["e2b-traffic-access-token"] = token_header
+        return httpx.get(f"{SANDBOX_URL}/", headers=headers, timeout=5)
+
+    missing = private_get(None)
+    check(missing.status_code == 403, f"no token: {missing.status_code} {missing.text}")
+    check(missing.json()["message"] == "missing traffic access token", missing.text)
+    wrong = private_get("not-the-token")
+    check(wrong.status_code == 403, f"a wrong token: {wrong.status_code}")
+    check(wrong.json()["message"] == "invalid traffic access token", wrong.text)
+    eventually("the private preview answers its token", lambda: private_get(token).status_code == 200)
+    check(private.commands.run("echo envd").stdout == "envd\n", "envd is not behind the traffic token")
+    check(sbx.traffic_access_token is None, "a public sandbox has no traffic token")
+    check(private.kill(), "kill the private sandbox")
+
     step("kill, and the not-found answers")
     check(again.kill() is True, "kill")
     check(Sandbox.kill(sbx.sandbox_id) is False, "killing again finds nothing")
