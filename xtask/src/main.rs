@@ -8,7 +8,8 @@
 //! - `dev`: services, schema, and both binaries running locally, with a ready-to-use dev token (local
 //!   sandboxes need Node.js: it stops with one line saying what to install when node or npm is missing).
 //! - `demo`: one build through the API `dev` runs, from start to READY and paused.
-//! - `bench [--quick]`: the benchmark of issue 7; writes `target/bench/report.md` and `report.json`.
+//! - `bench [--quick] [--only core|gateway]`: the benchmark of issue 7; writes `target/bench/report.md` and
+//!   `report.json`.
 //! - `chaos [--quick] [--seed N]`: api-server and workers under seeded faults, checked for lost jobs,
 //!   false pauses, leaks and Redis drift; exits non-zero when a target is missed.
 //!

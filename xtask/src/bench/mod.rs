@@ -1,14 +1,18 @@
-//! `cargo xtask bench [--quick]`: Slipway against its physical limits, each figure beside a baseline
-//! taken in the same run on the same machine (see issue 7).
+//! `cargo xtask bench [--quick] [--only core|gateway]`: Slipway against its physical limits, each figure
+//! beside a baseline taken in the same run on the same machine (see issue 7). Every scenario runs unless
+//! `--only` names one group: `core` (status reads, events, build logs, job throughput, pause bookkeeping)
+//! or `gateway` (the preview gateway against the same dev server direct, see [`gateway`]).
 //!
 //! The command builds the release binaries, then re-runs itself from `target/release/xtask` (a debug load
 //! generator would measure itself). That run uses or starts Postgres and Redis, recreates the
 //! `slipway_bench` database, takes a Redis key prefix of its own, starts the release api-server on a free
 //! port of 127.0.0.1, runs the scenarios, stops what it started, deletes its keys, and writes
 //! `target/bench/report.md` and `target/bench/report.json`. Jobs are built by job-worker's run loop, in process, over
-//! the instant runtime ([`instant_runtime`]), which no configuration of the real binaries can select.
+//! the instant runtime ([`instant_runtime`]), which no configuration of the real binaries can select. The
+//! api-server always serves the preview gateway on a second free port (cheap when unused).
 
 mod events;
+mod gateway;
 mod http_load;
 pub mod instant_runtime;
 mod log_stream;
@@ -40,9 +44,36 @@ pub struct BenchArgs {
     /// Keep-alive connections of the status-read load generator (and of the HGETALL baseline).
     #[arg(long, default_value_t = 50)]
     connections: usize,
+    /// Run one group of scenarios only (all of them when absent).
+    #[arg(long, value_enum)]
+    only: Option<Only>,
     /// Internal: the release binaries are built and this is the release xtask; run the scenarios.
     #[arg(long, hide = true)]
     prebuilt: bool,
+}
+
+/// The scenarios `--only` can pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    /// Status reads, events, build logs, job throughput and pause bookkeeping (one api-server, one worker).
+    Core,
+    /// The preview gateway: requests/s and p99 against the dev server direct, wake latency against the
+    /// runtime's own resume, api-server RSS with proxied WebSockets open.
+    Gateway,
+}
+
+impl Only {
+    /// Whether a run restricted to `only` (everything when `None`) includes `self`.
+    pub fn selected(self, only: Option<Only>) -> bool {
+        only.is_none_or(|only| only == self)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Only::Core => "core",
+            Only::Gateway => "gateway",
+        }
+    }
 }
 
 /// How big and how long each scenario is.
@@ -61,6 +92,12 @@ pub struct Sizes {
     pub pgbench_seconds: u64,
     /// Jobs built one at a time for the pause-bookkeeping figure.
     pub pause_solo_jobs: usize,
+    /// How long each side (gateway, direct) of the gateway's requests/s comparison is loaded, in total.
+    pub gateway_duration: Duration,
+    /// Wakes through the gateway, and as many resumes of the runtime alone, alternated.
+    pub gateway_wake_rounds: usize,
+    /// WebSockets held open through the gateway for the RSS figure.
+    pub gateway_sockets: usize,
 }
 
 impl Sizes {
@@ -79,6 +116,9 @@ impl Sizes {
                 event_streams: 100,
                 pgbench_seconds: 3,
                 pause_solo_jobs: 20,
+                gateway_duration: Duration::from_secs(4),
+                gateway_wake_rounds: 5,
+                gateway_sockets: 1_000,
             }
         } else {
             Self {
@@ -94,6 +134,9 @@ impl Sizes {
                 event_streams: 1_000,
                 pgbench_seconds: 10,
                 pause_solo_jobs: 100,
+                gateway_duration: Duration::from_secs(20),
+                gateway_wake_rounds: 20,
+                gateway_sockets: 1_000,
             }
         }
     }
@@ -113,6 +156,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         ]);
         if args.quick {
             bench.arg("--quick");
+        }
+        if let Some(only) = args.only {
+            bench.args(["--only", only.name()]);
         }
         let status = run::status(bench, "xtask bench (release)").await?;
         return Ok(run::exit_code(status));
@@ -159,7 +205,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 prefix: &prefix,
                 out_dir: &out_dir,
             };
-            let outcome = scenarios::run(&context, &api).await;
+            let outcome = scenarios::run(&context, &api, args.only).await;
             api.stop().await;
             outcome
         }

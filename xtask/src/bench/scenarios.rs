@@ -1,5 +1,5 @@
-//! The four scenarios in order (status reads, events, job throughput, pause bookkeeping from the
-//! throughput run), and the report built from them.
+//! The scenarios in order (status reads, events, build logs, job throughput, pause bookkeeping from the
+//! throughput run, then the preview gateway), and the report built from them.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -24,7 +24,7 @@ use super::stack::{ApiServer, DATABASE, SECRET};
 use super::stats::{
     machine_busy_seconds, redis_counters, settled_pg_counters, StackCpu, OWN_COMMITS,
 };
-use super::{events, log_stream, report, status_reads, throughput, Sizes};
+use super::{events, gateway, log_stream, report, status_reads, throughput, Only, Sizes};
 
 /// The report's last note: the history of changes, with their figures before and after, is kept in the docs
 /// (earlier runs are not this run's to report).
@@ -49,8 +49,9 @@ pub struct Context<'a> {
     pub out_dir: &'a Path,
 }
 
-/// Runs every scenario and writes the report; returns how many targets were missed.
-pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
+/// Runs every scenario (those of `only` when given) and writes the report; returns how many targets
+/// were missed.
+pub async fn run(cx: &Context<'_>, api: &ApiServer, only: Option<Only>) -> anyhow::Result<usize> {
     let sizes = cx.sizes;
     let user = UserId::try_from(USER).context("the bench user id is invalid")?;
     let token = crate::token::hs256(SECRET, USER, None, Duration::from_secs(3600))?;
@@ -60,11 +61,64 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
     };
     let mut table = Table::default();
     let mut notes = Vec::new();
+    notes.push(format!(
+        "Mode {}; {} CPUs; the load generator, api-server, worker, Postgres and Redis share them.",
+        sizes.mode,
+        std::thread::available_parallelism().map_or(0, usize::from)
+    ));
+    let mut raw = serde_json::Map::new();
+    raw.insert("sizes".to_owned(), serde_json::json!(sizes));
+
+    if Only::Core.selected(only) {
+        let core = core(cx, api, &user, &token, &stores, &mut table, &mut notes).await?;
+        raw.extend(core);
+    }
+    // Last: its thousand WebSockets would raise the api-server's peak RSS the status reads are held to.
+    if Only::Gateway.selected(only) {
+        eprintln!("bench: preview gateway");
+        let project = seed::projects(&stores, &user, 1).await?[0];
+        let result = gateway::run(&gateway::Setup {
+            sizes,
+            api,
+            stores: &stores,
+            user: &user,
+            project,
+            token: &token,
+            out_dir: cx.out_dir,
+        })
+        .await?;
+        let figures = gateway::report(&result, &mut table, &mut notes);
+        raw.insert("gateway".to_owned(), figures);
+    }
+
+    notes.push(PERFORMANCE_JOURNAL.to_owned());
+    let raw = serde_json::Value::Object(raw);
+    let title = match only {
+        None => format!("Slipway bench ({})", sizes.mode),
+        Some(only) => format!("Slipway bench ({}, {} only)", sizes.mode, only.name()),
+    };
+    report::write(cx.out_dir, &title, &table, &notes, &raw)?;
+    println!("{}", report::markdown(&title, &table, &notes));
+    Ok(table.missed())
+}
+
+/// Status reads, events, build logs, job throughput and pause bookkeeping: their rows and notes, and their
+/// raw figures.
+async fn core(
+    cx: &Context<'_>,
+    api: &ApiServer,
+    user: &UserId,
+    token: &str,
+    stores: &Stores,
+    table: &mut Table,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let sizes = cx.sizes;
 
     // 1. Status reads.
     eprintln!("bench: seeding {} READY jobs", sizes.status_jobs);
-    let projects = seed::projects(&stores, &user, 10).await?;
-    let ready = seed::ready_jobs(&stores, &user, &projects, sizes.status_jobs).await?;
+    let projects = seed::projects(stores, user, 10).await?;
+    let ready = seed::ready_jobs(stores, user, &projects, sizes.status_jobs).await?;
     eprintln!(
         "bench: status reads: {} connections for {:?}",
         sizes.connections, sizes.status_duration
@@ -73,7 +127,7 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
     let api_cpu_before = api.cpu_seconds();
     let load = status_reads::load(
         &api.base,
-        &token,
+        token,
         &ready,
         sizes.connections,
         sizes.status_duration,
@@ -144,19 +198,19 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
     let mut streamed = Vec::with_capacity(sizes.event_streams);
     for n in 0..sizes.event_streams {
         streamed.push(
-            seed::queued_job(&stores, &user, projects[n % projects.len()])
+            seed::queued_job(stores, user, projects[n % projects.len()])
                 .await?
                 .id,
         );
     }
-    let events = events::run(&api.base, &token, &stores, &streamed).await?;
+    let events = events::run(&api.base, token, stores, &streamed).await?;
 
     // 4b. Build logs: a line written by the pipeline's log writer to its SSE delivery, 200 streams.
     eprintln!("bench: log streams: {}", log_stream::STREAMS);
     let mut logged = Vec::with_capacity(log_stream::STREAMS);
     for n in 0..log_stream::STREAMS {
         logged.push(
-            seed::queued_job(&stores, &user, projects[n % projects.len()])
+            seed::queued_job(stores, user, projects[n % projects.len()])
                 .await?
                 .id,
         );
@@ -165,14 +219,14 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
         RedisLiveStore::new(cx.redis.clone(), cx.prefix),
         infra_redis::LiveLogLimits::default(),
     ));
-    let log_lines = log_stream::run(&api.base, &token, live_log, &logged).await?;
+    let log_lines = log_stream::run(&api.base, token, live_log, &logged).await?;
 
     // 2. Job throughput.
     eprintln!(
         "bench: throughput: {} jobs over {} projects, worker concurrency {}",
         sizes.throughput_jobs, sizes.throughput_projects, sizes.worker_concurrency
     );
-    let job_projects = seed::projects(&stores, &user, sizes.throughput_projects).await?;
+    let job_projects = seed::projects(stores, user, sizes.throughput_projects).await?;
     let runtime = Arc::new(InstantRuntime::default());
     // The worker's own pool, sized as job-worker's (a separate process in production).
     let worker_pool = infra_pg::connect(cx.database_url.as_str())
@@ -223,7 +277,7 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
     let stack_before = StackCpu::now(api.pid());
     let started = Instant::now();
     let submitted =
-        throughput::submit(&api.base, &token, &job_projects, sizes.throughput_jobs).await;
+        throughput::submit(&api.base, token, &job_projects, sizes.throughput_jobs).await;
     let submit_s = started.elapsed().as_secs_f64();
     let done = match submitted {
         Ok(()) => {
@@ -262,7 +316,7 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
                     let own = OWN_COMMITS.load(Ordering::Relaxed) - own_before;
                     let before = runtime.pause_stats().0;
                     let paused = || runtime.pause_stats().0.saturating_sub(before);
-                    let solo = solo_pause_sample(cx, api, &token, &stores, &user, paused).await;
+                    let solo = solo_pause_sample(cx, api, token, stores, user, paused).await;
                     solo.map(|solo| (done, redis_after, pg_after, own, solo))
                 }
                 Err(err) => Err(err),
@@ -435,11 +489,6 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
     );
 
     notes.push(format!(
-        "Mode {}; {} CPUs; the load generator, api-server, worker, Postgres and Redis share them.",
-        sizes.mode,
-        std::thread::available_parallelism().map_or(0, usize::from)
-    ));
-    notes.push(format!(
         "Status reads: {} READY jobs read in turn by {} keep-alive HTTP/1.1 connections (one thread, \
          prebuilt requests, as redis-benchmark) for {:.1} s; redis-benchmark -c {} -n {} HGETALL on one \
          of their hashes. The api-server's CPU per read (its threads' schedstat) moves less across runs than \
@@ -486,10 +535,7 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
             .to_owned(),
     );
 
-    notes.push(PERFORMANCE_JOURNAL.to_owned());
-
     let raw = serde_json::json!({
-        "sizes": sizes,
         "status_reads": {"load": load, "hgetall": hgetall, "ratio": read_ratio, "api_peak_rss_mib_after_reads": rss_reads, "api_peak_rss_mib_whole_run": rss, "api_cpu_s_per_read": api_cpu_per_read, "status_cache_hit_share": cache_hit_share},
         "throughput": {
             "run": done, "postgres": pg, "own_commits": own, "commits_per_job": commits_per_job,
@@ -500,10 +546,10 @@ pub async fn run(cx: &Context<'_>, api: &ApiServer) -> anyhow::Result<usize> {
         "events": events,
         "log_stream": log_lines,
     });
-    let title = format!("Slipway bench ({})", sizes.mode);
-    report::write(cx.out_dir, &title, &table, &notes, &raw)?;
-    println!("{}", report::markdown(&title, &table, &notes));
-    Ok(table.missed())
+    match raw {
+        serde_json::Value::Object(raw) => Ok(raw),
+        _ => unreachable!("a JSON object literal"),
+    }
 }
 
 /// Jobs submitted one at a time, each waited for until READY and paused: the pause bookkeeping without

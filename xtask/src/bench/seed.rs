@@ -5,9 +5,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::Utc;
-use domain::ports::{JobRepository, LiveJobStore, TransitionOutcome, TransitionUpdate};
+use domain::ports::{
+    JobRepository, LiveJobStore, SandboxStateUpdate, TransitionOutcome, TransitionUpdate,
+};
 use domain::{
-    Job, JobEvent, JobGoal, JobId, JobStatus, NewJob, NewProject, ProjectId, Tier, UserId,
+    Job, JobEvent, JobGoal, JobId, JobStatus, NewJob, NewProject, ProjectId, SandboxId,
+    SandboxState, Tier, UserId,
 };
 use futures::{stream, StreamExt, TryStreamExt};
 
@@ -83,15 +86,24 @@ pub async fn ready_jobs(
     stream::iter(0..count)
         .map(|n| {
             let project = projects[n % projects.len()];
-            async move { ready_job(stores, user, project).await }
+            async move {
+                let job = queued_job(stores, user, project).await?;
+                build_to_ready(stores, job, None).await.map(|job| job.id)
+            }
         })
         .buffer_unordered(PARALLEL)
         .try_collect()
         .await
 }
 
-async fn ready_job(stores: &Stores, user: &UserId, project: ProjectId) -> anyhow::Result<JobId> {
-    let mut job = queued_job(stores, user, project).await?;
+/// Takes a queued job through every stage to READY and saves it to Redis. With `sandbox` (its id and
+/// preview URL), written as the pipeline writes a build: the sandbox recorded running with the move to
+/// code, its preview with READY, the sandbox still running; without, the instant preview and no sandbox.
+pub async fn build_to_ready(
+    stores: &Stores,
+    mut job: Job,
+    sandbox: Option<(&SandboxId, &str)>,
+) -> anyhow::Result<Job> {
     let stages = [
         JobStatus::Starting,
         JobStatus::Scaffold,
@@ -102,8 +114,13 @@ async fn ready_job(stores: &Stores, user: &UserId, project: ProjectId) -> anyhow
     ];
     for to in stages {
         let ready = to == JobStatus::Ready;
+        let records_sandbox = sandbox.is_some() && (to == JobStatus::Code || ready);
         let update = TransitionUpdate {
-            preview_url: ready.then(|| PREVIEW_URL.to_owned()),
+            preview_url: ready.then(|| sandbox.map_or(PREVIEW_URL, |(_, url)| url).to_owned()),
+            sandbox_id: (to == JobStatus::Code)
+                .then(|| sandbox.map(|(id, _)| id.clone()))
+                .flatten(),
+            sandbox_state: records_sandbox.then_some(SandboxState::Running),
             assign_build_version: ready,
             ..TransitionUpdate::default()
         };
@@ -123,7 +140,41 @@ async fn ready_job(stores: &Stores, user: &UserId, project: ProjectId) -> anyhow
         .save(&job)
         .await
         .context("cannot save a bench job's hash")?;
-    Ok(job.id)
+    Ok(job)
+}
+
+/// Moves `job`'s sandbox state to `state` with the repository's compare-and-set on the version `job`
+/// carries (as the reconciler and resume do), then mirrors the row to Redis; answers the row as written.
+pub async fn set_sandbox_state(
+    stores: &Stores,
+    job: &Job,
+    state: SandboxState,
+) -> anyhow::Result<Job> {
+    let written = stores
+        .repo
+        .set_sandbox_state(
+            job.id,
+            SandboxStateUpdate {
+                expected_version: job.sandbox_state_version,
+                state,
+                preview_url: None,
+                expires_at: None,
+            },
+        )
+        .await
+        .context("cannot write a bench job's sandbox state")?
+        .with_context(|| {
+            format!(
+                "bench job {} moved underneath the bench (version {} is gone)",
+                job.id, job.sandbox_state_version
+            )
+        })?;
+    stores
+        .live
+        .save(&written)
+        .await
+        .context("cannot save a bench job's hash")?;
+    Ok(written)
 }
 
 /// Moves a queued job to starting in Postgres, then writes its hash and publishes the event stamped now.

@@ -1,5 +1,6 @@
 //! What the scenarios run against: the `slipway_bench` database (dropped and recreated, then migrated),
-//! a Redis key prefix of its own (deleted at the end), and the release api-server on a free port.
+//! a Redis key prefix of its own (deleted at the end), and the release api-server on a free port, with its
+//! preview gateway on another.
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
@@ -22,6 +23,8 @@ use crate::workspace::target_dir;
 pub const DATABASE: &str = "slipway_bench";
 /// The HS256 secret the benchmark's api-server verifies tokens with.
 pub const SECRET: &str = "slipway-bench-secret";
+/// The benchmark's `PREVIEW_SECRET`: preview host labels are made with it (at least 16 bytes).
+pub const PREVIEW_SECRET: &str = "slipway-bench-preview-secret";
 
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
@@ -115,6 +118,10 @@ pub async fn delete_prefix(client: &Client, prefix: &str) -> anyhow::Result<u64>
 pub struct ApiServer {
     child: Child,
     pub base: String,
+    /// The preview gateway's listener on 127.0.0.1 (`PREVIEW_ADDR`).
+    pub preview_port: u16,
+    /// `PREVIEW_DOMAIN`: `preview.localhost:{preview_port}`; a preview's host is `{label}.{preview_domain}`.
+    pub preview_domain: String,
 }
 
 /// What the api-server is configured with.
@@ -125,11 +132,14 @@ pub struct ApiSettings<'a> {
 }
 
 impl ApiServer {
-    /// Starts `target/release/api-server` with unlimited tiers and a large queue cap, logs to
-    /// `target/bench/api-server.log`, and waits until `/healthz` answers.
+    /// Starts `target/release/api-server` with unlimited tiers and a large queue cap, the preview gateway
+    /// on (public access, on its own free port), logs to `target/bench/api-server.log`, and waits until
+    /// `/healthz` answers.
     pub async fn start(settings: &ApiSettings<'_>, log_dir: &Path) -> anyhow::Result<Self> {
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
+        let preview_port = free_port()?;
+        let preview_domain = format!("preview.localhost:{preview_port}");
         let program = target_dir().join("release").join("api-server");
         let log_path = log_dir.join("api-server.log");
         let log = std::fs::File::create(&log_path)
@@ -150,7 +160,11 @@ impl ApiServer {
             // A log line per request would measure the logger: warnings only.
             .env("RUST_LOG", "warn")
             .env("LOG_FORMAT", "json")
-            .env("LOCAL_SANDBOX_ROOT", log_dir.join("sandboxes"))
+            .env("LOCAL_SANDBOX_ROOT", sandbox_root(log_dir))
+            .env("PREVIEW_ADDR", format!("127.0.0.1:{preview_port}"))
+            .env("PREVIEW_DOMAIN", &preview_domain)
+            .env("PREVIEW_SECRET", PREVIEW_SECRET)
+            .env("PREVIEW_ACCESS", "public")
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("cannot share the log file")?)
             .stderr(log)
@@ -161,6 +175,8 @@ impl ApiServer {
         let mut server = Self {
             child,
             base: format!("http://{addr}"),
+            preview_port,
+            preview_domain,
         };
         server.wait_until_ready(&log_path).await?;
         Ok(server)
@@ -198,28 +214,18 @@ impl ApiServer {
 
     /// The process's peak resident set (VmHWM), in MiB.
     pub fn peak_rss_mib(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        let kib: f64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kib / 1024.0)
+        proc_status_mib(self.pid()?, "VmHWM:")
+    }
+
+    /// The process's resident set now (VmRSS), in MiB.
+    pub fn rss_mib(&self) -> Option<f64> {
+        proc_status_mib(self.pid()?, "VmRSS:")
     }
 
     /// The CPU time the process has used so far, all its threads (`/proc/<pid>/task/*/schedstat`, in
     /// nanoseconds), in seconds. It moves less than requests/s with what else the machine is doing.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid()?)).ok()?;
-        let nanos: u64 = tasks
-            .filter_map(Result::ok)
-            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-            .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
-            .sum();
-        Some(nanos as f64 / 1e9)
+        process_cpu_seconds(self.pid()?)
     }
 
     /// The status cache's counters from `/metrics`: `(hits, all reads)`, or `None` when not exposed.
@@ -248,6 +254,40 @@ impl ApiServer {
     }
 }
 
+/// The CPU time process `pid` has used so far, all its threads (`/proc/<pid>/task/*/schedstat`, in
+/// nanoseconds), in seconds.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let nanos: u64 = tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Some(nanos as f64 / 1e9)
+}
+
+/// The directory under `log_dir` the api-server keeps its local sandboxes in (`LOCAL_SANDBOX_ROOT`).
+pub fn sandbox_root(log_dir: &Path) -> std::path::PathBuf {
+    log_dir.join("sandboxes")
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in MiB.
+fn proc_status_mib(pid: u32, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_kib(&status, field).map(|kib| kib / 1024.0)
+}
+
+fn parse_status_kib(status: &str, field: &str) -> Option<f64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Sums `slipway_status_cache_reads_total` by result: `(hits, all reads)`.
 fn parse_status_cache_reads(metrics: &str) -> Option<(u64, u64)> {
     let mut hits = None;
@@ -266,7 +306,7 @@ fn parse_status_cache_reads(metrics: &str) -> Option<(u64, u64)> {
     Some((hits?, all))
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .context("cannot find a free port on 127.0.0.1")?;
     Ok(listener.local_addr()?.port())
@@ -285,6 +325,14 @@ mod tests {
                     http_requests_total{route=\"/x\"} 5\n";
         assert_eq!(parse_status_cache_reads(text), Some((990, 1000)));
         assert_eq!(parse_status_cache_reads("http_requests_total 5\n"), None);
+    }
+
+    #[test]
+    fn status_fields_are_read_in_kib() {
+        let status = "Name:\tapi-server\nVmHWM:\t   51200 kB\nVmRSS:\t   40960 kB\n";
+        assert_eq!(parse_status_kib(status, "VmRSS:"), Some(40960.0));
+        assert_eq!(parse_status_kib(status, "VmHWM:"), Some(51200.0));
+        assert_eq!(parse_status_kib(status, "VmSwap:"), None);
     }
 
     #[test]

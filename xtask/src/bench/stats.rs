@@ -10,11 +10,12 @@ use fred::prelude::{Client, ClientLike};
 use serde::Serialize;
 use sqlx::PgPool;
 
-/// p50, p99 and p99.9 of a set of samples, in milliseconds.
+/// p50, p95, p99 and p99.9 of a set of samples, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Percentiles {
     pub samples: usize,
     pub p50_ms: f64,
+    pub p95_ms: f64,
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
@@ -36,6 +37,7 @@ impl Percentiles {
         Self {
             samples: samples.len(),
             p50_ms: at(0.50),
+            p95_ms: at(0.95),
             p99_ms: at(0.99),
             p999_ms: at(0.999),
             max_ms: samples.last().map_or(0.0, |&m| m as f64 / 1000.0),
@@ -296,6 +298,7 @@ mod tests {
         let p = Percentiles::from_micros((1..=1000).rev().collect());
         assert_eq!(p.samples, 1000);
         assert!((p.p50_ms - 0.5).abs() < 1e-9);
+        assert!((p.p95_ms - 0.95).abs() < 1e-9);
         assert!((p.p99_ms - 0.99).abs() < 1e-9);
         assert!((p.p999_ms - 0.999).abs() < 1e-9);
         assert!((p.max_ms - 1.0).abs() < 1e-9);

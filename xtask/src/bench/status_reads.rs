@@ -41,18 +41,32 @@ pub async fn load(
     let requests = http_load::get_requests(&host, &paths, &format!("Bearer {token}"));
     let started = Instant::now();
     let results = http_load::run(host, requests, connections, duration).await?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let errors = results.iter().map(|r| r.errors).sum();
-    let latencies: Vec<u64> = results.into_iter().flat_map(|r| r.latencies).collect();
-    let requests = latencies.len() as u64;
-    Ok(LoadResult {
+    Ok(LoadResult::new(
         connections,
-        duration_s: elapsed,
-        requests,
-        errors,
-        rps: requests as f64 / elapsed,
-        latency: Percentiles::from_micros(latencies),
-    })
+        started.elapsed().as_secs_f64(),
+        results,
+    ))
+}
+
+impl LoadResult {
+    /// What `connections` connections measured in `duration_s` seconds (one run, or several added up).
+    pub fn new(
+        connections: usize,
+        duration_s: f64,
+        results: Vec<http_load::ConnectionResult>,
+    ) -> Self {
+        let errors = results.iter().map(|r| r.errors).sum();
+        let latencies: Vec<u64> = results.into_iter().flat_map(|r| r.latencies).collect();
+        let requests = latencies.len() as u64;
+        Self {
+            connections,
+            duration_s,
+            requests,
+            errors,
+            rps: requests as f64 / duration_s.max(f64::MIN_POSITIVE),
+            latency: Percentiles::from_micros(latencies),
+        }
+    }
 }
 
 /// `redis-benchmark`'s figure for one command.
