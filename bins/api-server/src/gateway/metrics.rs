@@ -62,6 +62,8 @@ pub fn register() {
         metrics::counter!(BYTES, "direction" => direction).absolute(0);
     }
     metrics::gauge!(SOCKETS).set(0.0);
+    // Registered now, so that its series are on /metrics before the first wake.
+    let _ = metrics::histogram!(WAKE_SECONDS);
     metrics::gauge!(IN_FLIGHT).set(0.0);
     metrics::counter!(VISITED).absolute(0);
 }

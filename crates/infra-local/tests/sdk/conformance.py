@@ -216,11 +216,34 @@ def main():
     check(not isinstance(plain.parsed.envd_access_token, str), "no token unless secure")
     Sandbox.kill(plain.parsed.sandbox_id)
 
+    step("kill, and the not-found answers")
+    check(again.kill() is True, "kill")
+    check(Sandbox.kill(sbx.sandbox_id) is False, "killing again finds nothing")
+    check(not again.is_running(), "is_running after kill")
+    try:
+        again.commands.run("true")
+        raise AssertionError("a command in a killed sandbox did not raise")
+    except SandboxException as e:
+        check("was not found" in str(e), f"the proxy's not found: {e}")
+    try:
+        Sandbox.connect(sbx.sandbox_id)
+        raise AssertionError("connecting to a killed sandbox did not raise")
+    except SandboxNotFoundException:
+        pass
+    try:
+        Sandbox.get_info(sbx.sandbox_id)
+        raise AssertionError("the info of a killed sandbox did not raise")
+    except SandboxNotFoundException:
+        pass
+    check(v1.kill(), "kill the v1 sandbox")
+    left = Sandbox.list(query=SandboxQuery(metadata={"suite": RUN})).next_items()
+    check(left == [], f"nothing of this run is left: {left}")
+
     step("private previews: allow_public_traffic=False, then only the traffic token gets through")
     private = Sandbox.create(
         template="base",
         timeout=120,
-        metadata={"suite": RUN, "kind": "private"},
+        metadata={"suite": RUN + "-private"},
         network={"allow_public_traffic": False},
     )
     token = private.traffic_access_token
@@ -245,31 +268,8 @@ def main():
     check(wrong.json()["message"] == "invalid traffic access token", wrong.text)
     eventually("the private preview answers its token", lambda: private_get(token).status_code == 200)
     check(private.commands.run("echo envd").stdout == "envd\n", "envd is not behind the traffic token")
-    check(sbx.traffic_access_token is None, "a public sandbox has no traffic token")
+    check(again.traffic_access_token is None, "a public sandbox has no traffic token")
     check(private.kill(), "kill the private sandbox")
-
-    step("kill, and the not-found answers")
-    check(again.kill() is True, "kill")
-    check(Sandbox.kill(sbx.sandbox_id) is False, "killing again finds nothing")
-    check(not again.is_running(), "is_running after kill")
-    try:
-        again.commands.run("true")
-        raise AssertionError("a command in a killed sandbox did not raise")
-    except SandboxException as e:
-        check("was not found" in str(e), f"the proxy's not found: {e}")
-    try:
-        Sandbox.connect(sbx.sandbox_id)
-        raise AssertionError("connecting to a killed sandbox did not raise")
-    except SandboxNotFoundException:
-        pass
-    try:
-        Sandbox.get_info(sbx.sandbox_id)
-        raise AssertionError("the info of a killed sandbox did not raise")
-    except SandboxNotFoundException:
-        pass
-    check(v1.kill(), "kill the v1 sandbox")
-    left = Sandbox.list(query=SandboxQuery(metadata={"suite": RUN})).next_items()
-    check(left == [], f"nothing of this run is left: {left}")
 
 
 if __name__ == "__main__":
